@@ -1,0 +1,58 @@
+"""``gradprobe diagnose``: the command over :func:`gradprobe.diagnose` and :func:`gradprobe.repair`.
+
+Registered by ``gradprobe.cli`` as ``app.command("diagnose")(diagnose_command)``. Exit code 0
+when the model is healthy, 1 when there are findings, 2 for bad input (a ``UserError``,
+turned into one line by the CLI's root group).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+
+def diagnose_command(
+    target: str = typer.Argument(
+        ..., help="file.py:factory (factory() returns an nn.Module), or a checkpoint with --arch."
+    ),
+    data: str = typer.Option("digits", "--data", help="Dataset name or an .npz/.csv path."),
+    steps: int = typer.Option(0, "--steps", min=0, help="Also train a copy for this many steps."),
+    repair: bool = typer.Option(False, "--repair", help="Try candidate fixes and rank them."),
+    budget: int = typer.Option(200, "--budget", min=1, help="Training steps per repair candidate."),
+    lr: float | None = typer.Option(None, "--lr", help="SGD learning rate (default 0.1)."),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="state_dict (torch.save) or TorchScript file with the weights."
+    ),
+    arch: str | None = typer.Option(
+        None, "--arch", help="file.py:factory giving the architecture when TARGET is a checkpoint."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed for batches and re-initialisation."),
+    as_json: bool = typer.Option(False, "--json", help="Print the diagnosis as JSON."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the diagnosis as Markdown."),
+) -> None:
+    """Diagnose a model's gradient flow: what is wrong, where, why, and which fix helps."""
+    from gradprobe.diagnose import DEFAULT_LR
+    from gradprobe.diagnose import diagnose as run_diagnose
+    from gradprobe.diagnose import repair as run_repair
+    from gradprobe.diagnose.loading import load_model
+    from gradprobe.errors import UserError
+
+    if as_json and markdown:
+        raise UserError("--json and --markdown: choose one")
+    model, label = load_model(target, checkpoint, arch, seed)
+    rate = DEFAULT_LR if lr is None else lr
+    diag = run_diagnose(model, data, steps=steps, lr=rate, seed=seed, name=label)
+    if repair:
+        diag.repair = run_repair(model, data, budget_steps=budget, lr=rate, seed=seed)
+    if as_json:
+        sys.stdout.write(json.dumps(diag.to_dict(), indent=1, allow_nan=False) + "\n")
+    elif markdown:
+        sys.stdout.write(diag.to_markdown() + "\n")
+    else:
+        sys.stdout.write(str(diag) + "\n")
+        if diag.repair is not None:
+            sys.stdout.write("\n" + str(diag.repair))
+    raise typer.Exit(0 if diag.healthy else 1)

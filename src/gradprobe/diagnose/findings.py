@@ -1,0 +1,299 @@
+"""Findings and THE thresholds table: every number a diagnosis decides with, and why.
+
+A :class:`Finding` names one condition (``kind``), how bad it is (``severity``), where it is
+(``layers``), the numbers it rests on (``evidence``), the factor responsible (``cause``, in
+numbers) and what to change (``recommendation``).
+
+Every threshold the rules use is a field of :class:`Thresholds`, with its reasoning beside it
+(``metadata["why"]``); nothing else in :mod:`gradprobe.diagnose` hard-codes a decision. Pass
+``Thresholds(...)`` to :func:`gradprobe.diagnose` to change one. ``docs/diagnose.md`` renders
+the same table (a test keeps them in step).
+
+Example:
+    >>> th = Thresholds()
+    >>> th.vanishing_warning
+    0.01
+    >>> why("vanishing_warning").startswith("Under SGD")
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+#: The finding kinds; names are fixed (the API, the CLI's JSON and the docs use them).
+KINDS = (
+    "vanishing_gradient",
+    "exploding_gradient",
+    "dead_relu",
+    "activation_saturation",
+    "poor_init_scale",
+    "training_stall",
+    "underfitting",
+    "divergence",
+)
+GRADIENT_KINDS = ("vanishing_gradient", "exploding_gradient")
+Kind = Literal[
+    "vanishing_gradient",
+    "exploding_gradient",
+    "dead_relu",
+    "activation_saturation",
+    "poor_init_scale",
+    "training_stall",
+    "underfitting",
+    "divergence",
+]
+Severity = Literal["info", "warning", "error"]
+SEVERITIES = ("info", "warning", "error")
+
+#: The causes a gradient finding can name (``evidence["responsible"]``).
+CAUSES = ("activation derivative", "weight scale", "depth", "dead units", "normalisation")
+
+
+def _t(value: float, why: str) -> Any:
+    return field(default=value, metadata={"why": why})
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The decision table. Each field's ``metadata["why"]`` holds its reasoning.
+
+    Ratios of backward signals are of the RMS per-sample norm of dL/d(layer output)
+    (the probe's ``backward_signal_norm``), first weight layer over last, taken from a
+    least-squares fit of log10(signal) against depth, median over the evidence batches.
+    """
+
+    vanishing_warning: float = _t(
+        1e-2,
+        "Under SGD a layer's update scales with its backward signal, so at 1/100 the first "
+        "layers learn at least 100x slower than the last: one step size cannot suit both. "
+        "Healthy nets stay far inside it: a 30-layer ReLU MLP with He init at width 32 "
+        "measures 10^-0.5, critical-init tanh at depth 30 10^-0.6, a 3-layer ReLU MLP with "
+        "PyTorch's default init 10^-0.8 (finite width and a sub-critical init at shallow "
+        "depth). AUTOTRAINER uses 1e-3 on a single first/last ratio; the fit across depth is "
+        "steadier, so we can afford the stricter 1e-2.",
+    )
+    vanishing_error: float = _t(
+        1e-4,
+        "At 10^-4 the first layers' updates are 10^4 times smaller than the last layers': "
+        "within a few hundred SGD steps they stay where they started. A 30-layer ReLU MLP "
+        "with Xavier init measures 10^-4.4 to 10^-4.9 and its loss does not move in 200 SGD "
+        "steps on digits (2.3026 -> 2.3025); with He init (10^-0.5) it does.",
+    )
+    exploding_warning: float = _t(
+        1e2,
+        "Mirror of vanishing_warning: the first layers' updates are 100x those of the last, "
+        "so a step size stable for the first layers leaves the last ones idle. Plain deep "
+        "BatchNorm nets cross it at depth ~30 (ReLU: x1.21 per layer measured, the "
+        "pi/(pi-1) of Yang et al. 2019 in squared norm), which is a real finding.",
+    )
+    exploding_error: float = _t(
+        1e4,
+        "Mirror of vanishing_error: at 10^4 any step size that moves the last layers "
+        "throws the first ones far out of their initial scale in one step.",
+    )
+    dead_unit_warning: float = _t(
+        0.7,
+        "Fraction of an activation's units whose derivative is 0 on every sample of a batch "
+        "(smallest over the batches). With zero-mean weights and zero biases the sign "
+        "symmetry w -> -w caps the expected dead fraction at 1/2, reached when depth makes "
+        "all inputs alike (a 30-layer He ReLU MLP measures up to 0.45 in its last layers); "
+        "binomial scatter at width 32 stays below 0.7 with > 99% probability per layer. "
+        "Beyond it a shift is at work: negative biases, or training pushing units off.",
+    )
+    dead_unit_error: float = _t(
+        0.95,
+        "With 95% of a layer's units dead the backward signal passes through 1 unit in 20; "
+        "a whole dead layer blocks it (exactly 0 below).",
+    )
+    saturation_warning: float = _t(
+        0.5,
+        "Fraction of a bounded activation's inputs where |phi'| < 5% of its maximum (the "
+        "probe's SATURATION_THRESHOLD: |z| > 2.3 for tanh, > 4.4 for sigmoid). At one half, "
+        "half the layer's units get less than 1/20 of the best-case gradient for their "
+        "weights and are stuck where they are; for a zero-mean Gaussian input that takes a "
+        "preactivation std above ~3.4 (tanh). DeepDiagnosis also uses one half (of inputs "
+        "with |z| >= 5). Healthy critical-init tanh measures 0.03.",
+    )
+    saturation_error: float = _t(
+        0.9,
+        "Nine in ten units stuck: the layer is effectively a fixed binary code.",
+    )
+    init_scale_tolerance: float = _t(
+        1.5,
+        "poor_init_scale needs the measured sigma_w2 (E[W^2] x fan-in, mean over the hidden "
+        "layers, as the theory reads it) "
+        "to be off the theory's critical value by more than this factor (either way) while "
+        "a vanishing/exploding finding stands. Within x1.5 (e.g. Xavier on non-square layers "
+        "vs LeCun), chi1 stays within x1.5 of 1 and the gradient change comes from depth or "
+        "width, not the scale.",
+    )
+    critical_saturation_limit: float = _t(
+        0.25,
+        "The critical sigma_w2 is recommended (and tried by repair) only if, at its fixed "
+        "point q*, the predicted saturated fraction stays below a quarter, half of "
+        "saturation_warning: the prediction is for infinite width, and measured fractions "
+        "run higher. Sigmoid's critical value (sigma_w2 = 103 at sigma_b2 = 0, q* = 46) "
+        "predicts 52% and measures up to 75% in a 30-layer MLP, which then reaches 17% "
+        "training accuracy on digits in 200 SGD steps: no fix.",
+    )
+    cause_share: float = _t(
+        1 / 3,
+        "A factor (weights, activation derivative, normalisation) is named responsible when "
+        "its product over depth accounts for at least a third of the total change in log "
+        "(in the finding's direction); at most three can qualify.",
+    )
+    depth_only_rate: float = _t(
+        0.05,
+        "When every layer changes the signal by less than 10^0.05 (12%) per layer, no single "
+        "factor is wrong and 'depth' is named: the change is the compounding.",
+    )
+    stall_improvement: float = _t(
+        0.02,
+        "training_stall: over the second half of the run the loss (trailing mean over 10 "
+        "steps) improved by less than 2% relative while still above half its initial value. "
+        "On digits at the default lr, healthy zoo nets improve by 10% (30-layer He ReLU, "
+        "slow) to 70% (10-layer He ReLU) in that window over 200 steps; a 30-layer sigmoid "
+        "MLP by 0.0%.",
+    )
+    min_training_steps: float = _t(
+        50,
+        "training_stall and underfitting are judged only on runs of at least 50 steps: a "
+        "healthy 2-layer batch-norm MLP on digits has not halved its loss after 20 SGD "
+        "steps at lr 0.1, and the stall window (half the run) needs 25 steps to hold more "
+        "than the 10-step smoothing. Divergence is judged on any run.",
+    )
+    underfit_loss_fraction: float = _t(
+        0.5,
+        "underfitting: the run did not stall or diverge, but the final training loss is "
+        "still above half the initial one (the train module's default loss threshold): "
+        "learning, too slowly for the budget.",
+    )
+    divergence_loss_factor: float = _t(
+        10.0,
+        "divergence without NaN: the smoothed loss rose above 10x its initial value (for "
+        "cross-entropy, logits blown up far beyond chance). NaN/Inf anywhere is always "
+        "divergence.",
+    )
+    repair_margin: float = _t(
+        0.1,
+        "A repair candidate 'helps' when its final training loss is at least 10% below the "
+        "baseline's (same seed, data order and budget); within +-10% it is 'no better'; "
+        "more than 10% above, 'worse'. It 'fixes' when it also ends below half the initial "
+        "loss (its own or the baseline's, whichever is lower, so a bad start cannot make it "
+        "look good) without stalling, while the baseline stalled, underfit, diverged or had "
+        "a gradient finding.",
+    )
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise ValueError(f"threshold {f.name} must be a finite number, got {v!r}")
+            if v <= 0:
+                raise ValueError(f"threshold {f.name} must be > 0, got {v!r}")
+        pairs = [("vanishing_error", "vanishing_warning"),
+                 ("exploding_warning", "exploding_error"),
+                 ("dead_unit_warning", "dead_unit_error"),
+                 ("saturation_warning", "saturation_error")]
+        for lo, hi in pairs:
+            if getattr(self, lo) > getattr(self, hi):
+                raise ValueError(f"threshold {lo} must not exceed {hi}")
+        if self.vanishing_warning >= 1 or self.exploding_warning <= 1:
+            raise ValueError("vanishing thresholds must be < 1 and exploding ones > 1")
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+def why(name: str) -> str:
+    """The reasoning behind threshold ``name``."""
+    for f in dataclasses.fields(Thresholds):
+        if f.name == name:
+            return f.metadata["why"]
+    raise KeyError(f"no threshold {name!r}")
+
+
+def thresholds_table(th: Thresholds = DEFAULT_THRESHOLDS) -> list[dict[str, Any]]:
+    """``[{"name", "value", "why"}, ...]``, the table ``docs/diagnose.md`` shows.
+
+    Example:
+        >>> thresholds_table()[0]["name"]
+        'vanishing_warning'
+    """
+    return [{"name": f.name, "value": getattr(th, f.name), "why": f.metadata["why"]}
+            for f in dataclasses.fields(th)]
+
+
+@dataclass
+class Finding:
+    """One diagnosed condition.
+
+    Example:
+        >>> f = Finding("dead_relu", "warning", ["block2.act"], {"dead_unit_fraction": 0.8},
+        ...             "80% of block2.act's units are never active", "zero the biases")
+        >>> f.to_dict()["kind"]
+        'dead_relu'
+    """
+
+    kind: Kind
+    severity: Severity
+    layers: list[str]
+    evidence: dict[str, Any]
+    cause: str
+    recommendation: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown finding kind {self.kind!r} (allowed: {', '.join(KINDS)})")
+        if self.severity not in SEVERITIES:
+            raise ValueError(
+                f"unknown severity {self.severity!r} (allowed: {', '.join(SEVERITIES)})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: non-finite floats become the strings ``"inf"``, ``"-inf"``, ``"nan"``."""
+        return {
+            "kind": self.kind,
+            "severity": self.severity,
+            "layers": list(self.layers),
+            "evidence": jsonable(self.evidence),
+            "cause": self.cause,
+            "recommendation": self.recommendation,
+        }
+
+    def headline(self) -> str:
+        """``[error] vanishing_gradient in block1.linear, ... (30 layers)``."""
+        where = ""
+        if self.layers:
+            shown = ", ".join(self.layers[:3])
+            more = f", ... ({len(self.layers)} layers)" if len(self.layers) > 3 else ""
+            where = f" in {shown}{more}"
+        return f"[{self.severity}] {self.kind}{where}"
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON types; non-finite floats as strings, numpy scalars as Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return jsonable(value.tolist())
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    return str(value)
+
+
+def severity_rank(severity: str) -> int:
+    """0 info, 1 warning, 2 error."""
+    return SEVERITIES.index(severity)

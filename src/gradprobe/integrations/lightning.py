@@ -1,0 +1,115 @@
+"""Lightning integration: a callback that runs a :class:`~gradprobe.probe.Probe`.
+
+Needs ``lightning`` (``pip install 'gradprobe[lightning]'``); ``pytorch_lightning`` works too.
+
+The probe closes one step per optimizer step, in ``on_before_optimizer_step`` (after
+backward, before the update, so gradients and weights are those of the step), watches the
+trainer's optimizers for ``update_to_weight_ratio``, and sends the new rows to the
+trainer's logger as ``{prefix}/{quantity}/{layer}`` at the probe's step index (which is
+the trainer's ``global_step`` of the batch). After ``fit``, ``callback.probe`` holds the
+record.
+
+Example:
+    >>> from gradprobe.integrations.lightning import GradProbeCallback   # doctest: +SKIP
+    >>> cb = GradProbeCallback(every=10)                                 # doctest: +SKIP
+    >>> L.Trainer(callbacks=[cb]).fit(model, loader)                     # doctest: +SKIP
+    >>> print(cb.probe.summary())                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+try:
+    import lightning.pytorch as pl
+except ImportError:  # pragma: no cover - depends on the installed extra
+    try:
+        import pytorch_lightning as pl  # type: ignore[no-redef]
+    except ImportError as exc:
+        raise ImportError(
+            "gradprobe.integrations.lightning needs lightning: "
+            "pip install 'gradprobe[lightning]'"
+        ) from exc
+
+from gradprobe.integrations.tensorboard import tag
+from gradprobe.probe import Probe
+
+
+class GradProbeCallback(pl.Callback):
+    """Record gradient flow during ``Trainer.fit``.
+
+    Args:
+        every: record every ``every``-th optimizer step (and the first).
+        quantities: quantity names to record (default: all).
+        log: send recorded values to ``trainer.logger`` (when there is one).
+        prefix: metric-name prefix.
+        on_unknown: passed to :class:`Probe` (``"warn"`` or ``"raise"``).
+    """
+
+    def __init__(
+        self,
+        every: int = 1,
+        *,
+        quantities: Sequence[str] | None = None,
+        log: bool = True,
+        prefix: str = "gradprobe",
+        on_unknown: str = "warn",
+    ) -> None:
+        super().__init__()
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        if on_unknown not in ("warn", "raise"):
+            raise ValueError(f"on_unknown must be 'warn' or 'raise', got {on_unknown!r}")
+        self.every = every
+        self.quantities = list(quantities) if quantities is not None else None
+        self.log = log
+        self.prefix = prefix
+        self.on_unknown = on_unknown
+        self.probe: Probe | None = None
+        self._stepped = False
+        self._cursor = 0
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit" and self.probe is None:
+            # built here so a model without weight layers fails before training starts
+            self.probe = Probe(
+                pl_module, self.every, quantities=self.quantities, on_unknown=self.on_unknown
+            )
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        assert self.probe is not None
+        self.probe.attach()
+        for opt in trainer.optimizers:
+            self.probe.watch(opt)
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, idx: int) -> None:
+        self._stepped = False
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        if self.probe is not None and self.probe.attached and not self._stepped:
+            self._stepped = True  # one probe step per batch, however many optimizers
+            self.probe.step()
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if self.probe is None:
+            return
+        rows = self.probe.rows(self._cursor)
+        self._cursor += len(rows)
+        if not (self.log and rows and trainer.logger is not None):
+            return
+        by_step: dict[int, dict[str, float]] = {}
+        for step, layer, _, quantity, value in rows:
+            by_step.setdefault(step, {})[tag(self.prefix, quantity, layer)] = value
+        for step, metrics in sorted(by_step.items()):
+            trainer.logger.log_metrics(metrics, step=step)
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.probe is not None:
+            self.probe.detach()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if self.probe is not None:
+            self.probe.detach()

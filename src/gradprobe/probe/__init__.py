@@ -1,0 +1,34 @@
+"""Gradient-flow probe for any PyTorch model.
+
+Example:
+    >>> from gradprobe.probe import Probe   # also gradprobe.Probe
+"""
+
+from gradprobe.probe.handlers import (
+    ActivationHandler,
+    AutogradActivation,
+    LayerHandler,
+    RegistryActivation,
+    register_activation_module,
+    register_between,
+    register_layer,
+)
+from gradprobe.probe.probe import FRAME_COLUMNS, Probe
+from gradprobe.probe.quantities import QUANTITY_NAMES, SATURATION_THRESHOLD
+from gradprobe.probe.summary import Summary, summarize
+
+__all__ = [
+    "FRAME_COLUMNS",
+    "QUANTITY_NAMES",
+    "SATURATION_THRESHOLD",
+    "ActivationHandler",
+    "AutogradActivation",
+    "LayerHandler",
+    "Probe",
+    "RegistryActivation",
+    "Summary",
+    "register_activation_module",
+    "register_between",
+    "register_layer",
+    "summarize",
+]

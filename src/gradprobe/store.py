@@ -1,0 +1,344 @@
+"""The run store: one SQLite file holding runs and their tidy metrics.
+
+Tables::
+
+    runs(id, name, sweep, config_key, spec_json, status, created_at, finished_at, duration_s,
+         final_loss, final_train_accuracy, final_test_accuracy, summary_json, versions_json,
+         error)
+    metrics(run_id, step, layer, depth, quantity, value)
+
+Network-level metrics (loss, accuracy) have ``layer = ''`` and ``depth = 0``.
+
+Crash safety: a run is registered as ``running`` in one transaction, and its metrics and its
+final status are written together in another, so a run killed mid-way can never be marked
+complete with half its metrics. Sweeps write each finished configuration in a single
+transaction (:meth:`Store.write_run`). WAL mode lets readers work while a run writes.
+
+Example:
+    >>> store = Store(":memory:")
+    >>> run_id = store.begin_run("demo", {"net": {}})
+    >>> store.finish_run(run_id, "complete", metrics=[(0, "", 0, "loss", 2.3)])
+    >>> store.metrics(run_id)["value"].tolist()
+    [2.3]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gradprobe.errors import UserError
+
+DEFAULT_STORE = Path("runs") / "gradprobe.sqlite"
+RUN_STATUSES = ("running", "complete", "diverged", "failed", "interrupted")
+SUMMARY_COLUMNS = ("final_loss", "final_train_accuracy", "final_test_accuracy")
+METRIC_COLUMNS = ["step", "layer", "depth", "quantity", "value"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    sweep TEXT,
+    config_key TEXT,
+    spec_json TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    duration_s REAL,
+    final_loss REAL,
+    final_train_accuracy REAL,
+    final_test_accuracy REAL,
+    summary_json TEXT,
+    versions_json TEXT,
+    error TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_sweep_config ON runs(sweep, config_key)
+    WHERE sweep IS NOT NULL AND config_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,
+    layer TEXT NOT NULL,
+    depth INTEGER NOT NULL,
+    quantity TEXT NOT NULL,
+    value REAL
+);
+CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id, quantity);
+"""
+
+MetricRow = tuple[int, str, int, str, float]
+
+
+def default_store_path() -> Path:
+    """``$GRADPROBE_STORE`` if set, else ``runs/gradprobe.sqlite``."""
+    return Path(os.environ.get("GRADPROBE_STORE") or DEFAULT_STORE)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that decide a run's numbers."""
+    import numpy
+    import torch
+
+    import gradprobe
+
+    return {"gradprobe": gradprobe.__version__, "torch": torch.__version__,
+            "numpy": numpy.__version__, "python": os.sys.version.split()[0]}
+
+
+def _clean(value: Any) -> Any:
+    """NaN/Inf become NULL in summary columns (SQLite has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class Store:
+    """A SQLite run store. Opens (and creates) the file at ``path``."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+        if str(self.path) != ":memory:":
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot create the store directory {self.path.parent}: "
+                                f"{exc.strerror}") from None
+        try:
+            self._db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+            self._db.execute("PRAGMA foreign_keys = ON")
+            if str(self.path) != ":memory:":
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"{self.path}: not a gradprobe store ({exc})") from None
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def begin_run(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        sweep: str | None = None,
+        config_key: str | None = None,
+    ) -> str:
+        """Register a run as ``running`` and return its id."""
+        run_id = uuid.uuid4().hex[:12]
+        self._db.execute(
+            "INSERT INTO runs (id, name, sweep, config_key, spec_json, status, created_at, "
+            "versions_json) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
+            (run_id, name, sweep, config_key, json.dumps(spec), time.time(),
+             json.dumps(library_versions())),
+        )
+        return run_id
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        metrics: Iterable[MetricRow] | pd.DataFrame = (),
+        summary: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Write a run's metrics and final status in one transaction."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"status must be one of {RUN_STATUSES}")
+        summary = summary or {}
+        rows = _metric_rows(metrics)
+        with _transaction(self._db):
+            created = self._db.execute(
+                "SELECT created_at FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
+            if created is None:
+                raise KeyError(run_id)
+            self._db.executemany(
+                "INSERT INTO metrics (run_id, step, layer, depth, quantity, value) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                ((run_id, *row) for row in rows),
+            )
+            now = time.time()
+            self._db.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, final_loss = ?, "
+                "final_train_accuracy = ?, final_test_accuracy = ?, summary_json = ?, error = ? "
+                "WHERE id = ?",
+                (status, now, now - created[0],
+                 *(_clean(summary.get(c)) for c in SUMMARY_COLUMNS),
+                 json.dumps(summary, default=_json_default), error, run_id),
+            )
+
+    def write_run(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        status: str,
+        metrics: Iterable[MetricRow] | pd.DataFrame,
+        summary: dict[str, Any] | None = None,
+        sweep: str | None = None,
+        config_key: str | None = None,
+        error: str | None = None,
+        duration_s: float | None = None,
+    ) -> str:
+        """Write a finished run, metrics and all, in a single transaction; return its id.
+
+        If ``(sweep, config_key)`` is already stored, nothing is written and the existing id
+        is returned: resuming a sweep never duplicates a run.
+        """
+        run_id = uuid.uuid4().hex[:12]
+        summary = summary or {}
+        rows = _metric_rows(metrics)
+        now = time.time()
+        with _transaction(self._db):
+            if sweep is not None and config_key is not None:
+                found = self._db.execute(
+                    "SELECT id FROM runs WHERE sweep = ? AND config_key = ?", (sweep, config_key)
+                ).fetchone()
+                if found:
+                    return found[0]
+            self._db.execute(
+                "INSERT INTO runs (id, name, sweep, config_key, spec_json, status, created_at, "
+                "finished_at, duration_s, final_loss, final_train_accuracy, final_test_accuracy, "
+                "summary_json, versions_json, error) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, name, sweep, config_key, json.dumps(spec), status,
+                 now - (duration_s or 0.0), now, duration_s,
+                 *(_clean(summary.get(c)) for c in SUMMARY_COLUMNS),
+                 json.dumps(summary, default=_json_default), json.dumps(library_versions()),
+                 error),
+            )
+            self._db.executemany(
+                "INSERT INTO metrics (run_id, step, layer, depth, quantity, value) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                ((run_id, *row) for row in rows),
+            )
+        return run_id
+
+    def mark(self, run_id: str, status: str, error: str | None = None) -> None:
+        """Set a run's status (e.g. ``interrupted``) without touching its metrics."""
+        self._db.execute(
+            "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+            (status, error, time.time(), run_id),
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    def runs(self, sweep: str | None = None, status: str | None = None) -> pd.DataFrame:
+        """All runs (newest last) as a DataFrame, optionally of one sweep or status."""
+        query = "SELECT * FROM runs"
+        where, args = [], []
+        if sweep is not None:
+            where.append("sweep = ?")
+            args.append(sweep)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY created_at, rowid"
+        return pd.read_sql_query(query, self._db, params=args)
+
+    def resolve(self, run: str) -> str:
+        """A full run id from an id, a unique id prefix, or a run name (latest wins)."""
+        rows = self._db.execute(
+            "SELECT id FROM runs WHERE id LIKE ? ORDER BY created_at", (run + "%",)
+        ).fetchall()
+        if len(rows) == 1:
+            return rows[0][0]
+        if len(rows) > 1:
+            raise UserError(f"run id prefix {run!r} is ambiguous ({len(rows)} runs match)")
+        rows = self._db.execute(
+            "SELECT id FROM runs WHERE name = ? ORDER BY created_at DESC, rowid DESC", (run,)
+        ).fetchall()
+        if rows:
+            return rows[0][0]
+        raise UserError(f"no run {run!r} in {self.path} (see 'gradprobe runs')")
+
+    def run(self, run: str) -> dict[str, Any]:
+        """One run's row as a dict, with ``spec`` and ``summary`` parsed."""
+        run_id = self.resolve(run)
+        cur = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,))
+        names = [d[0] for d in cur.description]
+        row = dict(zip(names, cur.fetchone(), strict=True))
+        row["spec"] = json.loads(row.pop("spec_json"))
+        row["summary"] = json.loads(row.pop("summary_json") or "{}")
+        row["versions"] = json.loads(row.pop("versions_json") or "{}")
+        return row
+
+    def metrics(
+        self, run: str, quantity: str | Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """A run's metrics, tidy: step, layer, depth, quantity, value."""
+        run_id = self.resolve(run)
+        query = "SELECT step, layer, depth, quantity, value FROM metrics WHERE run_id = ?"
+        args: list[Any] = [run_id]
+        if quantity is not None:
+            names = [quantity] if isinstance(quantity, str) else list(quantity)
+            query += f" AND quantity IN ({', '.join('?' * len(names))})"
+            args += names
+        query += " ORDER BY rowid"
+        frame = pd.read_sql_query(query, self._db, params=args)
+        frame["value"] = frame["value"].astype(float)
+        return frame
+
+    def completed_keys(self, sweep: str) -> set[str]:
+        """config_keys of a sweep's runs that finished (complete, diverged or failed)."""
+        rows = self._db.execute(
+            "SELECT config_key FROM runs WHERE sweep = ? AND status IN "
+            "('complete', 'diverged', 'failed')",
+            (sweep,),
+        ).fetchall()
+        return {r[0] for r in rows}
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (Ctrl-C included)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _metric_rows(metrics: Iterable[MetricRow] | pd.DataFrame) -> list[tuple]:
+    if isinstance(metrics, pd.DataFrame):
+        frame = metrics[METRIC_COLUMNS]
+        return [
+            (int(s), str(lay), int(d), str(q), _nan_to_null(v))
+            for s, lay, d, q, v in frame.itertuples(index=False, name=None)
+        ]
+    return [(int(s), str(lay), int(d), str(q), _nan_to_null(v)) for s, lay, d, q, v in metrics]
+
+
+def _nan_to_null(value: Any) -> float | None:
+    """SQLite has no NaN: it becomes NULL (read back as NaN). Infinities are kept."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, float):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

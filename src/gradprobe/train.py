@@ -1,0 +1,282 @@
+"""The gradient-descent loop, with probe recording and convergence figures.
+
+``train`` takes any ``nn.Module`` and a :class:`~gradprobe.data.Dataset`, runs ``steps``
+optimizer steps on minibatches drawn from a seeded generator, and returns a
+:class:`TrainResult` with tidy metrics: per-step ``loss``; ``train_loss``, ``train_accuracy``,
+``test_loss``, ``test_accuracy`` every ``eval_every`` steps; and, every ``record_every``
+steps, every probe quantity per layer. NaN/Inf in the loss stops the run and marks it
+``diverged``: a finding, not a crash.
+
+Determinism: the same model, data and spec give bitwise-identical metrics on the CPU.
+
+Example:
+    >>> from gradprobe.spec import load_spec
+    >>> from gradprobe.data import load_data
+    >>> from gradprobe.nets.plain import build
+    >>> spec = load_spec({"net": {"depth": 3}, "data": {"name": "iris"}, "train": {"steps": 5}})
+    >>> ds = load_data(spec.data)
+    >>> result = train(build(spec.net, ds.in_shape, ds.n_classes), ds, spec.train)
+    >>> result.status
+    'complete'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gradprobe.data import Dataset
+from gradprobe.errors import UserError
+from gradprobe.spec import TrainSpec
+
+StepCallback = Callable[[int, float], None]
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced."""
+
+    status: str  # complete | diverged
+    metrics: pd.DataFrame  # tidy: step, layer, depth, quantity, value
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float:
+        """Loss on the whole training set after the last step."""
+        return self.summary.get("final_loss", math.nan)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu`` | ``cuda`` | ``auto`` (cuda when available)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device: cuda was asked for but no GPU is available "
+                        "(allowed here: cpu, auto)")
+    return torch.device(name)
+
+
+def make_optimizer(params: Any, spec: TrainSpec) -> torch.optim.Optimizer:
+    """``sgd`` (plain gradient descent), ``momentum`` (heavy ball) or ``adam``."""
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=spec.lr)
+    if spec.optimizer == "momentum":
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum)
+    return torch.optim.Adam(params, lr=spec.lr)
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def loss_function(kind: str, n_classes: int) -> LossFn:
+    """Cross-entropy on logits, or mean squared error against one-hot targets."""
+    if kind == "cross_entropy":
+        return F.cross_entropy
+
+    def mse(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(output, F.one_hot(labels, n_classes).to(output.dtype))
+
+    return mse
+
+
+class BatchSampler:
+    """Minibatches by reshuffled epochs from a seeded generator (``None``: full batch)."""
+
+    def __init__(self, n: int, batch_size: int | None, seed: int) -> None:
+        self.n = n
+        self.batch_size = min(batch_size or n, n)
+        self.generator = torch.Generator().manual_seed(seed)
+        self._order = torch.empty(0, dtype=torch.int64)
+        self._pos = 0
+
+    def next(self) -> torch.Tensor:
+        """Indices of the next batch."""
+        if self.batch_size == self.n:
+            return torch.arange(self.n)
+        if self._pos + self.batch_size > len(self._order):
+            self._order = torch.randperm(self.n, generator=self.generator)
+            self._pos = 0
+        idx = self._order[self._pos : self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return idx
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
+) -> tuple[float, float]:
+    """(loss, accuracy) of ``model`` on ``(x, y)`` in eval mode."""
+    if len(x) == 0:
+        return math.nan, math.nan
+    was_training = model.training
+    model.eval()
+    out = model(x)
+    model.train(was_training)
+    return float(loss_fn(out, y)), float((out.argmax(dim=1) == y).float().mean())
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    spec: TrainSpec,
+    probe: bool = True,
+    progress: bool = False,
+    on_step: StepCallback | None = None,
+    description: str = "training",
+) -> TrainResult:
+    """Train ``model`` on ``data`` as ``spec`` says, recording probe quantities.
+
+    ``probe=True`` attaches a :class:`gradprobe.Probe` recording every ``spec.record_every``
+    steps (and always the first and last step). ``on_step(step, loss)`` is called after every
+    step (the run store uses it for nothing; user code may).
+    """
+    torch.manual_seed(spec.seed)  # for any randomness inside the model (dropout, ...)
+    device = resolve_device(spec.device)
+    model = model.to(device)
+    model.train()
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    loss_fn = loss_function(spec.loss, data.n_classes)
+    optimizer = make_optimizer(model.parameters(), spec)
+    sampler = BatchSampler(len(x_train), spec.batch_size, spec.seed)
+
+    rows: list[tuple[int, str, int, str, float]] = []
+    losses: list[float] = []
+    status = "complete"
+    recorder = _ProbeRecorder(model, spec.record_every, optimizer) if probe else None
+    bar = _progress_bar(progress, spec.steps, description)
+    rows += _eval_rows(-1, model, x_train, y_train, x_test, y_test, loss_fn)  # at init: step 0
+    try:
+        for step in range(spec.steps):
+            last = step == spec.steps - 1
+            if recorder is not None and last:
+                recorder.force_next()
+            idx = sampler.next().to(device)
+            loss = loss_fn(model(x_train[idx]), y_train[idx])
+            value = float(loss.detach())
+            losses.append(value)
+            rows.append((step, "", 0, "loss", value))
+            if not math.isfinite(value):
+                status = "diverged"
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recorder is not None:
+                recorder.step()
+            optimizer.step()
+            if step % spec.eval_every == 0 or last:
+                rows += _eval_rows(step, model, x_train, y_train, x_test, y_test, loss_fn)
+            if on_step is not None:
+                on_step(step, value)
+            if bar is not None:
+                bar[0].update(bar[1], advance=1, description=f"{description} loss {value:.4g}")
+    finally:
+        if recorder is not None:
+            recorder.detach()
+        if bar is not None:
+            bar[0].stop()
+
+    final_step = len(losses)
+    train_loss, train_acc = evaluate(model, x_train, y_train, loss_fn)
+    test_loss, test_acc = evaluate(model, x_test, y_test, loss_fn)
+    if status == "complete" and not math.isfinite(train_loss):
+        status = "diverged"
+    if status == "diverged" or spec.steps == 0:  # still record where it ended
+        rows += [
+            (final_step, "", 0, "train_loss", train_loss),
+            (final_step, "", 0, "train_accuracy", train_acc),
+            (final_step, "", 0, "test_loss", test_loss),
+            (final_step, "", 0, "test_accuracy", test_acc),
+        ]
+    frame = pd.DataFrame(rows, columns=["step", "layer", "depth", "quantity", "value"])
+    if recorder is not None:
+        frame = pd.concat([frame, recorder.frame()], ignore_index=True)
+    summary = {
+        "final_loss": train_loss,
+        "final_train_accuracy": train_acc,
+        "final_test_accuracy": test_acc,
+        "final_test_loss": test_loss,
+        "steps_run": final_step,
+        **convergence_figures(losses, spec),
+    }
+    if status == "diverged":
+        summary["diverged_at_step"] = final_step - 1 if losses else 0
+    return TrainResult(status=status, metrics=frame, summary=summary)
+
+
+def _eval_rows(step, model, x_train, y_train, x_test, y_test, loss_fn):
+    train_loss, train_acc = evaluate(model, x_train, y_train, loss_fn)
+    test_loss, test_acc = evaluate(model, x_test, y_test, loss_fn)
+    # These are measured after the optimizer step, so they belong to step + 1.
+    return [
+        (step + 1, "", 0, "train_loss", train_loss),
+        (step + 1, "", 0, "train_accuracy", train_acc),
+        (step + 1, "", 0, "test_loss", test_loss),
+        (step + 1, "", 0, "test_accuracy", test_acc),
+    ]
+
+
+def convergence_figures(losses: list[float], spec: TrainSpec) -> dict[str, Any]:
+    """Steps to reach a loss threshold, and stall detection.
+
+    The loss is smoothed by a trailing mean over 10 steps (minibatch noise would otherwise
+    decide). The threshold is ``spec.loss_threshold`` or half the initial loss.
+    ``steps_to_threshold`` is None when never reached. The run ``stalled`` when, over the last
+    ``stall_window`` steps, the smoothed loss improved by less than ``stall_tolerance``
+    (relative) while still above the threshold.
+    """
+    finite = [v for v in losses if math.isfinite(v)]
+    if not finite:
+        return {"loss_threshold": None, "steps_to_threshold": None, "stalled": False}
+    smooth = pd.Series(finite).rolling(10, min_periods=1).mean().tolist()
+    threshold = spec.loss_threshold if spec.loss_threshold is not None else 0.5 * finite[0]
+    reached = next((i for i, v in enumerate(smooth) if v <= threshold), None)
+    stalled = False
+    if len(smooth) > spec.stall_window and smooth[-1] > threshold:
+        before = min(smooth[: -spec.stall_window])
+        stalled = smooth[-1] > before * (1 - spec.stall_tolerance)
+    return {"loss_threshold": threshold, "steps_to_threshold": reached, "stalled": stalled}
+
+
+class _ProbeRecorder:
+    """Adapter between the trainer and :class:`gradprobe.Probe` (kept to one place)."""
+
+    def __init__(self, model: nn.Module, every: int, optimizer: torch.optim.Optimizer) -> None:
+        from gradprobe.probe import Probe
+
+        self.probe = Probe(model, every=every)
+        self.probe.watch(optimizer)
+        self.probe.attach()
+
+    def force_next(self) -> None:
+        self.probe.force_next()
+
+    def step(self) -> None:
+        self.probe.step()
+
+    def detach(self) -> None:
+        self.probe.detach()
+
+    def frame(self) -> pd.DataFrame:
+        return self.probe.frame()
+
+
+def _progress_bar(enabled: bool, total: int, description: str):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(), transient=True,
+    )
+    task = bar.add_task(description, total=total)
+    bar.start()
+    return bar, task

@@ -1,0 +1,256 @@
+"""Probe test problems (a declarative model zoo) and the brute-force autograd reference.
+
+A uniquely named module (not conftest) so test files can import it by name.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gradprobe.nets.activations import Erf
+from gradprobe.nets.activations import Linear as LinearAct
+from gradprobe.probe import handlers as H
+from gradprobe.probe.quantities import SATURATION_THRESHOLD
+
+# ---------------------------------------------------------------------------- models
+
+
+class FunctionalNet(nn.Module):
+    """Custom forward, ModuleList, functional activations, one activation module reused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Linear(6, 10), nn.Linear(10, 10), nn.Linear(10, 8)])
+        self.act = nn.GELU()
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.tanh(self.blocks[0](x))
+        x = self.act(self.blocks[1](x))
+        x = self.act(torch.relu(self.blocks[2](x)) + 0.1)
+        return self.head(x)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.out = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.relu(self.bn1(self.conv1(x)))
+        return self.out(self.bn2(self.conv2(h)) + x)
+
+
+class ResNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(2, 4, 3, padding=1)
+        self.block = ResBlock(4)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.block(torch.relu(self.stem(x)))).flatten(1))
+
+
+def mlp_all_activations() -> nn.Module:
+    acts = [
+        nn.Tanh(), nn.Sigmoid(), nn.ReLU(), nn.LeakyReLU(0.1), nn.ELU(0.7), nn.SELU(),
+        nn.GELU(), nn.GELU("tanh"), nn.SiLU(), nn.Softplus(2.0), nn.Hardtanh(-0.5, 0.5),
+        nn.ReLU6(), Erf(), LinearAct(), nn.PReLU(), nn.Mish(), nn.Softsign(),
+    ]
+    layers: list[nn.Module] = [nn.Linear(5, 12)]
+    for a in acts:
+        layers += [a, nn.Linear(12, 12)]
+    layers.append(nn.Linear(12, 2))
+    return nn.Sequential(*layers)
+
+
+def cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 4, 3, stride=2), nn.Tanh(),
+        nn.Flatten(), nn.Linear(4 * 2 * 2, 5), nn.Sigmoid(), nn.Linear(5, 2),
+    )
+
+
+def cnn_1d_3d() -> nn.Module:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv1d(2, 3, 3)
+            self.c3 = nn.Conv3d(1, 2, 2)
+            self.fc = nn.Linear(3 * 4 + 2 * 2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (batch, 2, 6)
+            a = F.elu(self.c1(x))  # (batch, 3, 4)
+            b = torch.sigmoid(self.c3(x.reshape(-1, 1, 2, 2, 3)))  # (batch, 2, 1, 1, 2)
+            return self.fc(torch.cat([a.flatten(1), b.flatten(1)], 1))
+
+    return Net()
+
+
+def batchnorm_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(6, 10), nn.BatchNorm1d(10), nn.ReLU(), nn.Linear(10, 10), nn.LayerNorm(10),
+        nn.Tanh(), nn.Dropout(0.0), nn.Linear(10, 3),
+    )
+
+
+def sequence_mlp() -> nn.Module:
+    """Linear on (batch, time, features): batch is dim 0."""
+    return nn.Sequential(
+        nn.Linear(6, 8), nn.SiLU(), nn.Linear(8, 8), nn.Softplus(), nn.Linear(8, 2)
+    )
+
+
+@dataclass
+class Problem:
+    id: str
+    model: Callable[[], nn.Module]
+    x: Callable[[], torch.Tensor]
+    n_layers: int
+    n_activations: int  # activation (module, depth) pairs
+
+
+ZOO = [
+    Problem("mlp", mlp_all_activations, lambda: torch.randn(16, 5), 19, 17),
+    Problem("functional", FunctionalNet, lambda: torch.randn(16, 6), 4, 2),
+    Problem("cnn", cnn, lambda: torch.randn(8, 3, 7, 7), 4, 3),
+    Problem("conv1d3d", cnn_1d_3d, lambda: torch.randn(8, 2, 6), 3, 0),
+    Problem("residual", ResNet, lambda: torch.randn(4, 2, 5, 5), 4, 2),
+    Problem("batchnorm", batchnorm_net, lambda: torch.randn(16, 6), 3, 2),
+    Problem("sequence", sequence_mlp, lambda: torch.randn(4, 5, 6), 3, 2),
+]
+
+
+def loss_fn(out: torch.Tensor) -> torch.Tensor:
+    target = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device)
+    target = target.reshape(out.shape)
+    return ((out - target) ** 2).mean()
+
+
+def make(problem: Problem, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(seed)
+    model = problem.model().double()
+    x = problem.x().double()
+    return model, x
+
+
+# ---------------------------------------------------------------------------- reference
+
+
+def reference_frame(
+    model: nn.Module, x: torch.Tensor, step: int = 0, batch: int | None = None
+) -> pd.DataFrame:
+    """Every probe quantity of one forward/backward, by brute force.
+
+    Stores the layers' inputs/outputs and activations' inputs with plain hooks, then
+    takes gradients with torch.autograd.grad and computes each number from its definition.
+    Runs the backward (leaves .grad set), like a training step.
+    """
+    names = {m: n for n, m in model.named_modules()}
+    order: list[nn.Module] = []
+    ins: dict[nn.Module, torch.Tensor] = {}
+    outs: dict[nn.Module, torch.Tensor] = {}
+    act_in: list[tuple[nn.Module, int, torch.Tensor]] = []
+    handles = []
+
+    def pre(m: nn.Module, args: tuple) -> None:
+        if m not in ins:
+            order.append(m)
+            ins[m] = args[0]
+
+    def post(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        outs.setdefault(m, out)
+
+    def act_pre(m: nn.Module, args: tuple) -> None:
+        depth = len(order)
+        if not any(a is m and d == depth for a, d, _ in act_in):
+            act_in.append((m, depth, args[0].detach().clone()))
+
+    for m in model.modules():
+        if H.layer_handler(m) is not None:
+            handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+        elif H.activation_handler(m) is not None:
+            handles.append(m.register_forward_pre_hook(act_pre))
+    loss = loss_fn(model(x))
+    for h in handles:
+        h.remove()
+
+    g_out = torch.autograd.grad(loss, [outs[m] for m in order], retain_graph=True)
+    g_in = []
+    for m, g in zip(order, g_out, strict=True):
+        if ins[m].requires_grad:
+            (gi,) = torch.autograd.grad(outs[m], ins[m], g, retain_graph=True)
+        else:
+            gi = None
+        g_in.append(gi)
+    loss.backward()
+
+    rows = []
+    for i, m in enumerate(order):
+        depth, name = i + 1, names[m]
+        out, g = outs[m].detach(), g_out[i]
+        b = out.shape[0]
+        vals = {
+            "weight_grad_norm": m.weight.grad.norm(),
+            "weight_norm": m.weight.norm(),
+            "grad_to_weight_ratio": m.weight.grad.norm() / m.weight.norm(),
+            "backward_signal_norm": torch.sqrt((g**2).sum() / b),
+            "forward_signal_norm": torch.sqrt((out**2).sum() / b),
+            "preact_mean": out.mean(),
+            "preact_std": out.std(correction=0),
+        }
+        if m.bias is not None:
+            vals["bias_grad_norm"] = m.bias.grad.norm()
+        if g_in[i] is not None:
+            vals["weight_factor"] = g_in[i].norm() / g.norm()
+        if i + 1 < len(order) and g_in[i + 1] is not None:
+            vals["between_factor"] = g.norm() / g_in[i + 1].norm()
+        rows += [(step, name, depth, q, float(v.detach())) for q, v in vals.items()]
+    for m, depth, z in act_in:
+        leaf = z.clone().requires_grad_(True)
+        y = m.forward(leaf + 0)
+        (d,) = torch.autograd.grad(y, leaf, torch.ones_like(y))  # phi'(z), brute force
+        zero = d == 0
+        vals = {
+            "mean_sq_derivative": (d**2).mean(),
+            "inactive_fraction": zero.double().mean(),
+            "dead_unit_fraction": zero.all(0).double().mean(),
+        }
+        max_dphi = H.activation_handler(m).max_dphi(m)
+        if max_dphi is not None:
+            vals["saturated_fraction"] = (d.abs() < SATURATION_THRESHOLD * max_dphi).double().mean()
+        rows += [(step, names[m], depth, q, float(v.detach())) for q, v in vals.items()]
+    return pd.DataFrame(rows, columns=["step", "layer", "depth", "quantity", "value"])
+
+
+def assert_frames_match(got: pd.DataFrame, ref: pd.DataFrame, rtol: float = 1e-5) -> None:
+    """Same (step, layer, depth, quantity) keys, values within ``rtol`` (relative)."""
+    key = ["step", "layer", "depth", "quantity"]
+    merged = got.merge(ref, on=key, how="outer", suffixes=("_got", "_ref"), indicator=True)
+    missing = merged[merged["_merge"] != "both"]
+    assert missing.empty, f"keys differ:\n{missing[key + ['_merge']].to_string()}"
+    assert not got.duplicated(key).any(), "duplicate rows"
+    for row in merged.itertuples():
+        a, b = row.value_got, row.value_ref
+        assert math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12), (
+            f"{row.layer} depth {row.depth} {row.quantity}: probe {a!r} vs reference {b!r}"
+        )
+
+
+def clone(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model)
