@@ -19,9 +19,9 @@ __version__ = "0.1.0"
 # optional part failing to import never breaks the others.
 _LAZY = {
     "Probe": ("gradprobe.probe", "Probe"),
-    "diagnose": ("gradprobe.diagnose", "diagnose"),
-    "repair": ("gradprobe.diagnose", "repair"),
-    "sweep": ("gradprobe.sweep", "sweep"),
+    "diagnose": ("gradprobe.diagnosis", "diagnose"),
+    "repair": ("gradprobe.diagnosis", "repair"),
+    "sweep": ("gradprobe.sweeps", "sweep"),
     "theory": ("gradprobe.theory", None),
     "integrations": ("gradprobe.integrations", None),
     "build": ("gradprobe.nets.plain", "build"),
@@ -30,6 +30,7 @@ _LAZY = {
     "run": ("gradprobe.api", "run"),
     "RunResult": ("gradprobe.api", "RunResult"),
     "Store": ("gradprobe.store", "Store"),
+    "make_report": ("gradprobe.report.api", "make_report"),
 }
 
 __all__ = sorted(_LAZY)

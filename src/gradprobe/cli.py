@@ -160,29 +160,20 @@ def demo_command(
     run_demo(store=store, out=out, quick=quick, console=console)
 
 
-def _register_optional() -> None:
-    """Mount the sub-commands that live in their own modules."""
-    import importlib
+def _register_subcommands() -> None:
+    """Mount the commands that live in their own modules (each imports its heavy parts lazily)."""
+    from gradprobe.cli_diagnose import diagnose_command
+    from gradprobe.cli_report import report_command
+    from gradprobe.cli_sweep import sweep_command
+    from gradprobe.cli_theory import theory_app
 
-    for module, attr, name, kind in [
-        ("gradprobe.cli_theory", "theory_app", "theory", "group"),
-        ("gradprobe.cli_sweep", "sweep_command", "sweep", "command"),
-        ("gradprobe.cli_diagnose", "diagnose_command", "diagnose", "command"),
-        ("gradprobe.cli_report", "report_command", "report", "command"),
-    ]:
-        try:
-            target = getattr(importlib.import_module(module), attr)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        if kind == "group":
-            app.add_typer(target, name=name)
-        else:
-            app.command(name)(target)
+    app.add_typer(theory_app, name="theory")
+    app.command("sweep")(sweep_command)
+    app.command("diagnose")(diagnose_command)
+    app.command("report")(report_command)
 
 
-_register_optional()
+_register_subcommands()
 
 
 def main() -> None:

@@ -34,10 +34,10 @@ def diagnose_command(
     markdown: bool = typer.Option(False, "--markdown", help="Print the diagnosis as Markdown."),
 ) -> None:
     """Diagnose a model's gradient flow: what is wrong, where, why, and which fix helps."""
-    from gradprobe.diagnose import DEFAULT_LR
-    from gradprobe.diagnose import diagnose as run_diagnose
-    from gradprobe.diagnose import repair as run_repair
-    from gradprobe.diagnose.loading import load_model
+    from gradprobe.diagnosis import DEFAULT_LR
+    from gradprobe.diagnosis import diagnose as run_diagnose
+    from gradprobe.diagnosis import repair as run_repair
+    from gradprobe.diagnosis.loading import load_model
     from gradprobe.errors import UserError
 
     if as_json and markdown:

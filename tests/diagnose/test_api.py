@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import gradprobe as gp
-from gradprobe.diagnose import Diagnosis, collect_evidence
-from gradprobe.diagnose.inputs import resolve_problem
+from gradprobe.diagnosis import Diagnosis, collect_evidence
+from gradprobe.diagnosis.inputs import resolve_problem
 from gradprobe.errors import UserError
 from gradprobe.spec import DataSpec
 
@@ -29,11 +29,12 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_gp_diagnose_is_callable_even_after_the_package_is_imported(digits):
-    import gradprobe.diagnose  # binds gradprobe.diagnose to the package
+    import gradprobe.diagnosis  # the package has its own name: gp.diagnose stays the function
 
     diag = gp.diagnose(_sigmoid_stack(), data=(digits.x_train, digits.y_train))
     assert isinstance(diag, Diagnosis)
-    assert gp.repair is gradprobe.diagnose.repair
+    assert gp.repair is gradprobe.diagnosis.repair
+    assert gp.diagnose is gradprobe.diagnosis.diagnose
 
 
 def test_data_forms_agree(digits):

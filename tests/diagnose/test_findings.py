@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from gradprobe.diagnose import KINDS, Finding, Thresholds, thresholds_table
-from gradprobe.diagnose.evidence import (
+from gradprobe.diagnosis import KINDS, Finding, Thresholds, thresholds_table
+from gradprobe.diagnosis.evidence import (
     ActivationRow,
     Evidence,
     GradientProfile,
     LayerRow,
     TheoryView,
 )
-from gradprobe.diagnose.findings import jsonable, why
-from gradprobe.diagnose.rules import apply_rules, gradient_findings
+from gradprobe.diagnosis.findings import jsonable, why
+from gradprobe.diagnosis.rules import apply_rules, gradient_findings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "diagnose.md"
 
@@ -142,7 +142,7 @@ def test_a_mild_rate_over_many_layers_is_blamed_on_depth():
 
 
 def _run(steps: int, losses: list[float], final: float, status: str = "complete"):
-    from gradprobe.diagnose.evidence import TrainingRun
+    from gradprobe.diagnosis.evidence import TrainingRun
     from gradprobe.spec import TrainSpec
     from gradprobe.train import convergence_figures
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import gradprobe as gp
-from gradprobe.diagnose import CANDIDATES, Candidate
+from gradprobe.diagnosis import CANDIDATES, Candidate
 from gradprobe.errors import UserError
 from gradprobe.nets.plain import build
 from gradprobe.spec import NetSpec

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradprobe.diagnose.surgery import (
+from gradprobe.diagnosis.surgery import (
     CannotApply,
     add_residual,
     insert_batchnorm,

@@ -9,7 +9,7 @@ import re
 import pytest
 
 import gradprobe as gp
-from gradprobe.diagnose import KINDS
+from gradprobe.diagnosis import KINDS
 
 from .zoo import ZOO, Entry, diagnosed
 

@@ -153,7 +153,14 @@ class Probe:
         self._pending: list[tuple[Any, ...]] = []
         self._open_updates: list[int] = []  # indices in _pending still holding tensors
         self._snapshots: dict[int, tuple[Any, ...]] = {}  # optimizer -> weights before
+        self._snap_bufs: dict[torch.Tensor, torch.Tensor] = {}  # weight -> snapshot buffer
+        # weight -> (version, |W|**2) as taken at the last recorded probe.step()
+        self._w_sq: dict[torch.Tensor, tuple[int, torch.Tensor]] = {}
         self._warned_shared = False
+        # weight layer -> whether the node of its output consumes its input directly
+        # (learned on its first recorded step; see _layer_pre)
+        self._direct: dict[nn.Module, bool] = {}
+        self._gin_via_node = "grad_in" in self._needs
         self._reset_step_state()
 
     # ------------------------------------------------------------------ lifecycle
@@ -184,6 +191,8 @@ class Probe:
             h.remove()
         self._opt_hooks.clear()
         self._snapshots.clear()
+        self._snap_bufs.clear()
+        self._w_sq.clear()
         self._reset_step_state()
 
     def __enter__(self) -> Probe:
@@ -348,6 +357,7 @@ class Probe:
         self._keys: list[tuple[Any, str]] = []  # (layer or activation key, primitive)
         self._host: dict[Any, dict[str, float]] = {}  # primitives known on the host
         self._act_keys: list[_ActKey] = []
+        self._gin_edge: dict[nn.Module, tuple[Any, int]] = {}  # layer -> its input's edge
 
     def _push(self, key: Any, name: str, value: torch.Tensor) -> None:
         self._tensors.append(value)
@@ -371,13 +381,24 @@ class Probe:
             return None
         self._seen.add(module)
         self._open.add(module)
-        if "grad_in" in self._needs and args:
+        if self._gin_via_node and args:
             x = args[0]
             if isinstance(x, torch.Tensor) and x.requires_grad:
-                # An alias of x: its gradient is exactly what flows back through this
-                # layer (W^T g), not x's total gradient (which may hold a skip path).
+                # dL/dx through this layer (W^T g), not x's total gradient (which may hold
+                # a skip path). Where the node that produced the layer's output consumes x
+                # directly (Linear on 2-D input, Conv: learned on the first recorded step),
+                # one post-hook on that node reads it together with dL/d(output): no extra
+                # autograd node. Otherwise the layer gets an alias of x, whose gradient is
+                # exactly that part.
+                node = x.grad_fn
+                direct = self._direct.get(module)
+                if direct and node is not None:
+                    self._gin_edge[module] = (node, x.output_nr)
+                    return None
                 alias = x.view_as(x)
                 _hook_grad(alias, partial(self._on_grad, module, "gin_sq"))
+                if direct is None and node is not None:
+                    self._gin_edge[module] = (alias.grad_fn, alias.output_nr)
                 return (alias, *args[1:])
         return None
 
@@ -396,10 +417,48 @@ class Probe:
             self._push(module, "out_sum", _sum(y))
             self._push(module, "out_sq", _sum_sq(y))
         if "grad_out" in self._needs and out.requires_grad:
+            edge = self._gin_edge.pop(module, None)
+            if edge is not None:
+                i = _input_index(out.grad_fn, edge)
+                if self._direct.get(module) is None:  # learning step: x came as an alias
+                    # direct only if x reaches the node through that one input: its other
+                    # inputs lead to parameters alone (Linear: bias, W^T; Conv: W, bias)
+                    self._direct[module] = i is not None and all(
+                        _params_only(n, edge[0], 3)
+                        for j, (n, _) in enumerate(out.grad_fn.next_functions)  # type: ignore[union-attr]
+                        if j != i
+                    )
+                elif i is not None:
+                    hook = partial(self._on_layer_grads, module, i, out.output_nr)
+                    out.grad_fn.register_hook(hook)  # type: ignore[union-attr]
+                    return
+                else:  # the layer stopped consuming x directly: alias from the next step
+                    self._direct[module] = False
+                    warnings.warn(
+                        f"gradprobe: {self._names[module]}: dL/d(input) not captured at "
+                        f"step {self._step} (weight_factor, between_factor missing)",
+                        stacklevel=2,
+                    )
             _hook_grad(out, partial(self._on_grad, module, "gout_sq"))
 
     def _on_grad(self, key: nn.Module, name: str, grad: torch.Tensor) -> None:
         self._push(key, name, _sum_sq(grad.detach()))
+
+    def _on_layer_grads(
+        self,
+        module: nn.Module,
+        i: int,
+        nr: int,
+        grad_inputs: tuple[torch.Tensor | None, ...],
+        grad_outputs: tuple[torch.Tensor | None, ...],
+    ) -> None:
+        """Post-hook on the node of the layer's output: dL/d(output) and, at input ``i``
+        of the node, dL/dx through the layer."""
+        g, gi = grad_outputs[nr], grad_inputs[i]
+        if g is not None:
+            self._push(module, "gout_sq", _sum_sq(g.detach()))
+        if gi is not None:
+            self._push(module, "gin_sq", _sum_sq(gi.detach()))
 
     def _act_key(self, module: nn.Module, args: tuple[Any, ...]) -> _ActKey | None:
         if not torch.is_grad_enabled() or not args or not isinstance(args[0], torch.Tensor):
@@ -421,9 +480,7 @@ class Probe:
         d = handler.dphi(module, z)  # (batch, ...) phi'(z)
         a = d.abs()
         self._push(key, "dphi_sq", _sum_sq(d))
-        self._push(key, "nonzero", _count_positive(a))
-        # a unit is dead iff max over the batch of |phi'| is 0
-        self._push(key, "alive", ((a.amax(0) if batched else a) > 0).sum())
+        self._push_counts(key, a, batched, "nonzero")
         max_dphi = handler.max_dphi(module)
         if max_dphi is not None:
             self._push(key, "sat", (a < self.saturation_threshold * max_dphi).sum())
@@ -434,9 +491,22 @@ class Probe:
         if key is None or not isinstance(out, torch.Tensor):
             return
         y = out.detach()  # (batch, ...)
-        batched = self._count_units(key, y)
-        self._push(key, "active", _count_positive(y))
-        self._push(key, "alive", ((y.amax(0) if batched else y) > 0).sum())
+        self._push_counts(key, y, self._count_units(key, y), "active")
+
+    def _push_counts(self, key: _ActKey, a: torch.Tensor, batched: bool, name: str) -> None:
+        """From ``a >= 0``: the number of entries > 0 (as ``name``) and of units > 0 on some
+        sample ("alive"; a unit is dead iff |phi'| is 0 on every sample), one pass for
+        both: per-unit counts over the batch, then their sum and how many are > 0."""
+        if not batched:
+            self._push(key, name, _count_positive(a))
+            self._push(key, "alive", (a > 0).sum())
+            return
+        if a.dtype in _LOW_PRECISION:
+            per_unit = torch.sign(a).sum(0, dtype=torch.float32)
+        else:
+            per_unit = torch.sign(a).sum(0)  # exact: integer counts, at most the batch size
+        self._push(key, name, per_unit.sum())
+        self._push(key, "alive", (per_unit > 0).sum())
 
     def _count_units(self, key: _ActKey, z: torch.Tensor) -> bool:
         n = z.numel()
@@ -466,15 +536,34 @@ class Probe:
         if not recorded:
             return
         owned = {id(p) for group in opt.param_groups for p in group["params"]}
-        layers, weights = [], []
+        layers, weights, params = [], [], []
         for m in self._layer_h:  # all of them: before the first forward no depth is known
             w = self._layer_h[m].get_weight(m)
             if w is not None and id(w) in owned:
                 layers.append(m)
+                params.append(w)
                 weights.append(w.detach())
         if weights:
-            before = [w.clone() for w in weights]  # the snapshot, reused for the difference
-            self._snapshots[id(opt)] = (step, layers, weights, before, _sum_sqs(before))
+            before, before_sq = [], []
+            for p, w in zip(params, weights, strict=True):
+                b = self._snapshot(p, w)  # reused for the difference
+                before.append(b)
+                # |W_before|**2 was taken at probe.step() if W has not changed since (same
+                # tensor, same version counter): the same number, one pass fewer.
+                seen = self._w_sq.get(p)
+                before_sq.append(
+                    seen[1] if seen is not None and seen[0] == p._version else _sum_sq(b)
+                )
+            self._snapshots[id(opt)] = (step, layers, weights, before, before_sq)
+
+    def _snapshot(self, p: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """A copy of ``w`` (parameter ``p`` detached) in a buffer kept for ``p`` between
+        recorded steps: no allocation after the first."""
+        buf = self._snap_bufs.get(p)
+        if buf is None or buf.shape != w.shape or buf.dtype != w.dtype or buf.device != w.device:
+            buf = self._snap_bufs[p] = w.clone(memory_format=torch.contiguous_format)
+            return buf
+        return buf.copy_(w)
 
     def _opt_post(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._closed_since.discard(id(opt))
@@ -484,7 +573,8 @@ class Probe:
         step, layers, weights, before, before_sq = entry
         for w, b in zip(weights, before, strict=True):
             torch.sub(w, b, out=b)  # b := W_after - W_before, in place
-        for m, u, o in zip(layers, _sum_sqs(before), before_sq, strict=True):
+        updates = _sum_sqs(before)
+        for m, u, o in zip(layers, updates, before_sq, strict=True):
             self._open_updates.append(len(self._pending))
             self._pending.append(("update", step, m, u, o))
 
@@ -492,12 +582,14 @@ class Probe:
 
     def _capture_params(self) -> None:
         keys, tensors = [], []  # sums of squares of weights, weight grads, bias grads
+        weights = []
         for m in self._depth:
             h = self._layer_h[m]
             w, b = h.get_weight(m), h.get_bias(m)
             if w is not None:
                 keys.append((m, "w_sq"))
                 tensors.append(w.detach())
+                weights.append((w, len(tensors) - 1))
                 if w.grad is not None:
                     keys.append((m, "wg_sq"))
                     tensors.append(w.grad.detach())
@@ -505,8 +597,11 @@ class Probe:
                 keys.append((m, "bg_sq"))
                 tensors.append(b.grad.detach())
         if tensors:
+            sqs = _sum_sqs(tensors)
             self._keys += keys
-            self._tensors += _sum_sqs(tensors)
+            self._tensors += sqs
+            if self._optimizers:  # for the snapshot of a watched optimizer (_opt_pre)
+                self._w_sq = {w: (w._version, sqs[i]) for w, i in weights}
 
     def _record(self, step: int) -> None:
         """Read the step's primitives back (one batch, with any update norms still on the
@@ -583,6 +678,30 @@ class Probe:
                         rows.append((step, name, depth, q.name, float(v)))
 
 
+def _input_index(node: Any, edge: tuple[Any, int]) -> int | None:
+    """Index of the input of autograd ``node`` that is ``edge`` (node, output_nr), if
+    exactly one is."""
+    if node is None:
+        return None
+    target, nr = edge
+    hits = [i for i, (n, k) in enumerate(node.next_functions) if n is target and k == nr]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _params_only(node: Any, avoid: Any, depth: int) -> bool:
+    """Whether autograd ``node`` leads only to leaves (parameters) within ``depth`` steps,
+    never reaching ``avoid``."""
+    if node is None:
+        return True
+    if node is avoid:
+        return False
+    if type(node).__name__ == "AccumulateGrad":
+        return True
+    if depth == 0:
+        return False
+    return all(_params_only(n, avoid, depth - 1) for n, _ in node.next_functions)
+
+
 def _hook_grad(t: torch.Tensor, fn: Any) -> None:
     """Call ``fn(dL/dt)`` during backward, without changing any gradient.
 
@@ -625,14 +744,28 @@ def _sum(t: torch.Tensor) -> torch.Tensor:
     return t.sum(dtype=torch.float32) if t.dtype in _LOW_PRECISION else t.sum()
 
 
+# Below this a float32 sum of squares has lost its digits to underflow (entries ~1e-19 and
+# smaller, as in the first layers of a 50-layer sigmoid net): redo the sum in float64.
+_UNDERFLOW_SUM_SQ = 1e-30
+
+
 def _sum_sq(t: torch.Tensor) -> torch.Tensor:
-    """sum(t**2) as a 0-d tensor: a BLAS dot where the memory allows (one fast pass)."""
-    if t.dtype in _LOW_PRECISION:
-        return torch.linalg.vector_norm(t, dtype=torch.float32).square()
+    """sum(t**2) as a 0-d tensor, free of float32 underflow.
+
+    On the CPU a BLAS dot (one fast pass), recomputed in float64 when the result is tiny
+    (the check is a host read, which costs nothing on the CPU). On other devices, where a
+    read would sync, the sum is taken in float64 directly.
+    """
+    if t.device.type != "cpu" or t.dtype in _LOW_PRECISION:
+        return torch.linalg.vector_norm(t, dtype=torch.float64).square()
     if t.is_contiguous() and t.is_floating_point() and t.numel() > 0:
         flat = t.view(-1)
-        return torch.dot(flat, flat)
-    return torch.linalg.vector_norm(t).square()
+        result = torch.dot(flat, flat)
+    else:
+        result = torch.linalg.vector_norm(t).square()
+    if t.dtype != torch.float64 and float(result) < _UNDERFLOW_SUM_SQ:
+        return torch.linalg.vector_norm(t, dtype=torch.float64).square()
+    return result
 
 
 def _count_positive(t: torch.Tensor) -> torch.Tensor:
@@ -645,14 +778,7 @@ def _count_positive(t: torch.Tensor) -> torch.Tensor:
 
 
 def _sum_sqs(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """sum(t**2) of many tensors: fused foreach kernels on a GPU (few launches), one BLAS
-    dot each on the CPU (faster there than torch's norm kernels)."""
-    if all(t.is_cuda for t in tensors):
-        try:
-            norms = torch._foreach_norm(tensors)
-            return list(torch._foreach_mul(norms, norms))
-        except (RuntimeError, AttributeError):  # pragma: no cover - exotic tensor types
-            pass
+    """sum(t**2) of many tensors (see :func:`_sum_sq`)."""
     return [_sum_sq(t) for t in tensors]
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradprobe.diagnose.inputs import model_device
+from gradprobe.diagnosis.inputs import model_device
 from gradprobe.nets.plain import Residual
 
 WEIGHT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

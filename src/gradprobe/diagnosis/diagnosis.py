@@ -21,16 +21,16 @@ from typing import Any
 
 from torch import nn
 
-from gradprobe.diagnose.evidence import (
+from gradprobe.diagnosis.evidence import (
     BATCH_SIZE,
     N_BATCHES,
     Evidence,
     collect_evidence,
     train_run,
 )
-from gradprobe.diagnose.findings import DEFAULT_THRESHOLDS, Finding, Thresholds, jsonable
-from gradprobe.diagnose.inputs import LossFn, Problem, check_model_runs, resolve_problem
-from gradprobe.diagnose.rules import apply_rules, dead_findings, fmt10, saturation_findings
+from gradprobe.diagnosis.findings import DEFAULT_THRESHOLDS, Finding, Thresholds, jsonable
+from gradprobe.diagnosis.inputs import LossFn, Problem, check_model_runs, resolve_problem
+from gradprobe.diagnosis.rules import apply_rules, dead_findings, fmt10, saturation_findings
 from gradprobe.errors import UserError
 
 #: Plain SGD at 0.1 is the default for diagnose's training run and for repair. On digits
@@ -164,7 +164,7 @@ def diagnose(
 
     The model is never modified: measurements and training run on copies. ``data`` is
     ``(x, y)``, a dataset name, a DataSpec or a Dataset (see
-    :mod:`gradprobe.diagnose.inputs`). ``lr``/``optimizer`` set the training run (plain
+    :mod:`gradprobe.diagnosis.inputs`). ``lr``/``optimizer`` set the training run (plain
     SGD at :data:`DEFAULT_LR` by default); ``n_batches`` x ``batch_size`` samples are probed;
     ``name`` labels the model in reports. Raises :class:`UserError` for bad input.
 

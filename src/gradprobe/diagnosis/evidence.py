@@ -14,7 +14,7 @@ figures (the trainer's own ``convergence_figures``), for the training findings a
 Example:
     >>> import torch
     >>> from torch import nn
-    >>> from gradprobe.diagnose.inputs import resolve_problem
+    >>> from gradprobe.diagnosis.inputs import resolve_problem
     >>> net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 2))
     >>> problem = resolve_problem((torch.randn(64, 4), torch.randint(0, 2, (64,))))
     >>> ev = collect_evidence(net, problem)
@@ -37,8 +37,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from gradprobe.diagnose.findings import DEFAULT_THRESHOLDS, Thresholds, jsonable
-from gradprobe.diagnose.inputs import Problem, model_device
+from gradprobe.diagnosis.findings import DEFAULT_THRESHOLDS, Thresholds, jsonable
+from gradprobe.diagnosis.inputs import Problem, model_device
 from gradprobe.errors import UserError
 from gradprobe.nets.init import fans
 

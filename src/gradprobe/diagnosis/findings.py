@@ -5,7 +5,7 @@ A :class:`Finding` names one condition (``kind``), how bad it is (``severity``),
 numbers) and what to change (``recommendation``).
 
 Every threshold the rules use is a field of :class:`Thresholds`, with its reasoning beside it
-(``metadata["why"]``); nothing else in :mod:`gradprobe.diagnose` hard-codes a decision. Pass
+(``metadata["why"]``); nothing else in :mod:`gradprobe.diagnosis` hard-codes a decision. Pass
 ``Thresholds(...)`` to :func:`gradprobe.diagnose` to change one. ``docs/diagnose.md`` renders
 the same table (a test keeps them in step).
 

@@ -9,7 +9,7 @@ normalisation or skip connections. Theory adds chi1 and the critical weight scal
 applies.
 
 Example:
-    >>> from gradprobe.diagnose.evidence import collect_evidence      # doctest: +SKIP
+    >>> from gradprobe.diagnosis.evidence import collect_evidence      # doctest: +SKIP
     >>> findings = apply_rules(collect_evidence(model, problem))      # doctest: +SKIP
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradprobe.diagnose.evidence import ActivationRow, Evidence
-from gradprobe.diagnose.findings import DEFAULT_THRESHOLDS, Finding, Thresholds
+from gradprobe.diagnosis.evidence import ActivationRow, Evidence
+from gradprobe.diagnosis.findings import DEFAULT_THRESHOLDS, Finding, Thresholds
 
 VERIFY = "Verify with gp.repair(model, data), which trains each fix from the same seed."
 

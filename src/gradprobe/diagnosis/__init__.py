@@ -3,7 +3,7 @@
 ``diagnose`` measures a copy of the model with the probe on several batches, compares with
 mean-field theory where it applies, optionally trains a copy for a few steps, and turns the
 evidence into findings (kind, severity, layers, evidence, cause, recommendation) using the
-thresholds in :mod:`gradprobe.diagnose.findings`. ``repair`` applies candidate fixes to
+thresholds in :mod:`gradprobe.diagnosis.findings`. ``repair`` applies candidate fixes to
 copies and trains each from the same seed for the same budget.
 
 Example:
@@ -14,18 +14,14 @@ Example:
     >>> fixes = gp.repair(model, data=(x, y), budget_steps=200)   # doctest: +SKIP
     >>> print(fixes)                                             # doctest: +SKIP
 
-``gp.diagnose`` is this package's ``diagnose`` function until something imports the package
-itself (``import gradprobe.diagnose``): Python then binds the attribute ``gradprobe.diagnose``
-to the package. So that ``gp.diagnose(model, data)`` works either way, the package is
-callable and calls :func:`diagnose`.
+The package is named ``diagnosis`` (not ``diagnose``) so that ``gp.diagnose`` is always
+the function: importing a package binds its name on the parent, which would otherwise
+shadow the function of the same name.
 """
 
-import sys
-import types
-
-from gradprobe.diagnose.diagnosis import DEFAULT_LR, Diagnosis, diagnose
-from gradprobe.diagnose.evidence import Evidence, TrainingRun, collect_evidence
-from gradprobe.diagnose.findings import (
+from gradprobe.diagnosis.diagnosis import DEFAULT_LR, Diagnosis, diagnose
+from gradprobe.diagnosis.evidence import Evidence, TrainingRun, collect_evidence
+from gradprobe.diagnosis.findings import (
     DEFAULT_THRESHOLDS,
     KINDS,
     SEVERITIES,
@@ -33,8 +29,8 @@ from gradprobe.diagnose.findings import (
     Thresholds,
     thresholds_table,
 )
-from gradprobe.diagnose.repair import CANDIDATES, Candidate, RepairResult, repair
-from gradprobe.diagnose.surgery import CannotApply
+from gradprobe.diagnosis.repair import CANDIDATES, Candidate, RepairResult, repair
+from gradprobe.diagnosis.surgery import CannotApply
 
 __all__ = [
     "CANDIDATES",
@@ -55,13 +51,3 @@ __all__ = [
     "repair",
     "thresholds_table",
 ]
-
-
-class _CallablePackage(types.ModuleType):
-    """``gradprobe.diagnose(model, data, ...)`` calls :func:`diagnose`."""
-
-    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003
-        return diagnose(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage

@@ -1,6 +1,6 @@
 """``gp.repair``: try candidate fixes on copies, train each from the same seed, rank them.
 
-Each candidate is a change to a copy of the model (:mod:`gradprobe.diagnose.surgery`) or to
+Each candidate is a change to a copy of the model (:mod:`gradprobe.diagnosis.surgery`) or to
 the learning rate. The baseline (the model unchanged) and every candidate train with the
 same seed, data order, optimizer and budget. The result is a ranked table: the gradient
 change first/last at initialisation before (baseline) and after (candidate), the gradient
@@ -27,19 +27,19 @@ import pandas as pd
 import torch
 from torch import nn
 
-from gradprobe.diagnose import surgery
-from gradprobe.diagnose.diagnosis import DEFAULT_LR, DEFAULT_OPTIMIZER, clone, prepare
-from gradprobe.diagnose.evidence import (
+from gradprobe.diagnosis import surgery
+from gradprobe.diagnosis.diagnosis import DEFAULT_LR, DEFAULT_OPTIMIZER, clone, prepare
+from gradprobe.diagnosis.evidence import (
     BATCH_SIZE,
     Evidence,
     TrainingRun,
     collect_evidence,
     train_run,
 )
-from gradprobe.diagnose.findings import DEFAULT_THRESHOLDS, Thresholds, jsonable
-from gradprobe.diagnose.inputs import LossFn
-from gradprobe.diagnose.rules import dead_findings, fmt10, gradient_findings
-from gradprobe.diagnose.surgery import CannotApply
+from gradprobe.diagnosis.findings import DEFAULT_THRESHOLDS, Thresholds, jsonable
+from gradprobe.diagnosis.inputs import LossFn
+from gradprobe.diagnosis.rules import dead_findings, fmt10, gradient_findings
+from gradprobe.diagnosis.surgery import CannotApply
 from gradprobe.errors import UserError
 
 #: Evidence batches per candidate: two keep the gradient columns cheap; the verdict rests
