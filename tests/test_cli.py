@@ -26,7 +26,7 @@ def invoke(*args):
 def test_run_runs_show_export(spec_file, store_path, tmp_path):
     result = invoke("run", spec_file, "--store", store_path, "--set", "net.depth=3")
     assert result.exit_code == 0, result.output
-    assert "backward signal" in result.output  # the per-layer table
+    assert "signal@0" in result.output and "block1.linear" in result.output  # per-layer table
     listing = invoke("runs", "--store", store_path)
     assert listing.exit_code == 0 and "tiny" in listing.output and "complete" in listing.output
     shown = invoke("show", "tiny", "--store", store_path)

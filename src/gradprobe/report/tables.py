@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
+from rich import box
 from rich.table import Table
 
 ACTIVATION_QUANTITIES = ("mean_sq_derivative", "saturated_fraction", "dead_unit_fraction")
@@ -53,21 +54,25 @@ def per_layer(frame: pd.DataFrame, step: int) -> pd.DataFrame:
 def layer_table(frame: pd.DataFrame, title: str = "per-layer gradient flow") -> Table:
     """Gradient flow per weight layer, at the first and the last recorded step."""
     probed = frame[frame["depth"] > 0]
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0),
+                  caption="signal: backward signal norm; grad: weight-gradient norm; "
+                  "between: factor from the activation; sat./dead: fractions",
+                  caption_justify="left")
     if probed.empty:
         table.add_column("no probe quantities recorded")
         return table
     first, last = int(probed["step"].min()), int(probed["step"].max())
     start, end = per_layer(frame, first), per_layer(frame, last).set_index("depth")
+    # Short headers so the table fits an 80-column terminal; docs/probe.md defines each.
     columns = [
         ("depth", None), ("layer", None),
-        (f"backward signal @{first}", "backward_signal_norm"),
-        (f"weight grad @{first}", "weight_grad_norm"),
-        ("between factor", "between_factor"),
-        ("E[phi'^2]", "mean_sq_derivative"),
-        ("saturated", "saturated_fraction"),
-        ("dead units", "dead_unit_fraction"),
-        (f"weight grad @{last}", "weight_grad_norm@end"),
+        (f"signal@{first}", "backward_signal_norm"),
+        (f"grad@{first}", "weight_grad_norm"),
+        ("between", "between_factor"),
+        ("E φ'²", "mean_sq_derivative"),
+        ("sat.", "saturated_fraction"),
+        ("dead", "dead_unit_fraction"),
+        (f"grad@{last}", "weight_grad_norm@end"),
     ]
     for header, _ in columns:
         table.add_column(header, justify="left" if header == "layer" else "right")
@@ -79,30 +84,34 @@ def layer_table(frame: pd.DataFrame, title: str = "per-layer gradient flow") -> 
             elif key.endswith("@end"):
                 name = key.removesuffix("@end")
                 has = row["depth"] in end.index and name in end.columns
-                cells.append(fmt(float(end.loc[row["depth"], name]) if has else None))
+                cells.append(fmt(float(end.loc[row["depth"], name]) if has else None, 2))
             else:
-                cells.append(fmt(float(row[key]) if key in row else None))
+                cells.append(fmt(float(row[key]) if key in row else None, 2))
         table.add_row(*cells)
     return table
 
 
 def run_table(rows: Iterable[Mapping[str, Any]], title: str | None = None) -> Table:
     """Headline numbers, one row per run."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1),
+                  caption="loss on the whole training set; train/test: accuracy; to thr.: "
+                  "steps to reach the loss threshold", caption_justify="left")
     columns = [
         ("run", "run_id"), ("network", "name"), ("status", "status"),
-        ("final loss", "final_loss"), ("train acc", "final_train_accuracy"),
-        ("test acc", "final_test_accuracy"), ("steps to threshold", "steps_to_threshold"),
+        ("loss", "final_loss"), ("train", "final_train_accuracy"),
+        ("test", "final_test_accuracy"), ("to thr.", "steps_to_threshold"),
         ("stalled", "stalled"),
     ]
-    for header, _ in columns:
-        table.add_column(header)
+    for header, key in columns:
+        table.add_column(header, no_wrap=key != "name", min_width=14 if key == "name" else None)
     for row in rows:
         cells = []
         for _, key in columns:
             value = row.get(key)
             if key == "steps_to_threshold" and value is None and row.get("status"):
                 value = "never"
+            if key == "run_id" and value:
+                value = str(value)[:8]  # a unique prefix is enough (see Store.resolve)
             cells.append(fmt(value))
         table.add_row(*cells)
     return table
