@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -223,6 +224,20 @@ def _eval_rows(step, model, x_train, y_train, x_test, y_test, loss_fn):
     ]
 
 
+def trailing_mean(values: list[float], window: int) -> np.ndarray:
+    """Mean of each value and up to ``window - 1`` before it (fewer at the start).
+
+    Example:
+        >>> trailing_mean([1.0, 3.0, 5.0, 7.0], 2).tolist()
+        [1.0, 2.0, 4.0, 6.0]
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        return x
+    sums = np.convolve(x, np.ones(window))[: len(x)]  # each window summed on its own
+    return sums / np.minimum(np.arange(1, len(x) + 1), window)
+
+
 def convergence_figures(losses: list[float], spec: TrainSpec) -> dict[str, Any]:
     """Steps to reach a loss threshold, and stall detection.
 
@@ -235,7 +250,7 @@ def convergence_figures(losses: list[float], spec: TrainSpec) -> dict[str, Any]:
     finite = [v for v in losses if math.isfinite(v)]
     if not finite:
         return {"loss_threshold": None, "steps_to_threshold": None, "stalled": False}
-    smooth = pd.Series(finite).rolling(10, min_periods=1).mean().tolist()
+    smooth = trailing_mean(finite, 10).tolist()
     threshold = spec.loss_threshold if spec.loss_threshold is not None else 0.5 * finite[0]
     reached = next((i for i, v in enumerate(smooth) if v <= threshold), None)
     stalled = False

@@ -170,3 +170,75 @@ def test_stacked_init_is_builds_init_bitwise() -> None:
                                     zip(nets, seeds, strict=True)], labels)
     for a, b in zip(stacked.parameters(), built.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.fixture
+def two_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _eight_members() -> list:
+    return [load_spec(small(), {"train.seed": s % 3, "net.activation": a})
+            for s, a in enumerate(["tanh", "relu", "sigmoid", "tanh"] * 2)]
+
+
+def test_cpu_engines_side_by_side_match_one_engine(two_threads, monkeypatch) -> None:
+    from gradprobe.sweeps import ensemble
+
+    specs = _eight_members()
+    data = load_data(specs[0].data)
+    assert ensemble.cpu_workers(torch.device("cpu"), len(specs)) == 2
+    calls: list[tuple[int, int]] = []
+    side_by_side = train_ensemble(specs, data, on_step=lambda s, n: calls.append((s, n)))
+    assert torch.get_num_threads() == 2  # restored
+    steps = specs[0].train.steps
+    assert len(calls) == 2 * steps and sum(n for _, n in calls) == len(specs) * steps
+    monkeypatch.setattr(ensemble, "MIN_MEMBERS_PER_WORKER", 10**6)  # one engine
+    assert ensemble.cpu_workers(torch.device("cpu"), len(specs)) == 1
+    together = train_ensemble(specs, data)
+    for a, b in zip(together, side_by_side, strict=True):
+        assert_same_result(a, b)
+    for spec, got in zip(specs[:3], side_by_side, strict=False):
+        assert_same_result(alone(spec), got)
+
+
+def test_a_failing_part_stops_the_others(two_threads, monkeypatch) -> None:
+    from gradprobe.sweeps import ensemble
+
+    specs = _eight_members()
+    data = load_data(specs[0].data)
+    started: list[int] = []
+    real_run = ensemble._Engine.run
+
+    def run(self, on_step, stop=None):
+        started.append(self.n)
+        if len(started) == 1:
+            raise RuntimeError("part failed")
+        real_run(self, on_step, stop)
+
+    monkeypatch.setattr(ensemble._Engine, "run", run)
+    with pytest.raises(RuntimeError, match="part failed"):
+        train_ensemble(specs, data)
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("n, workers, budget_members, sizes", [
+    (64, 2, 10**6, [32, 32]),
+    (9, 2, 10**6, [4, 5]),  # near-equal
+    (10, 2, 4, [2, 1, 2, 2, 1, 2]),  # two at a time within 4 members: at most 2 each
+    (5, 1, 2, [2, 1, 2]),
+])
+def test_split_members_near_equal_parts_within_budget(n, workers, budget_members, sizes,
+                                                      monkeypatch) -> None:
+    from gradprobe.sweeps import ensemble
+
+    specs = [load_spec(small(), {"train.seed": s}) for s in range(n)]
+    data = load_data(specs[0].data)
+    monkeypatch.setattr(ensemble, "CPU_MEMORY_BUDGET",
+                        ensemble.member_bytes(specs[0], data) * budget_members)
+    parts = ensemble.split_members(specs, data, torch.device("cpu"), workers)
+    assert [len(p) for p in parts] == sizes
+    assert [s for p in parts for s in p] == specs  # contiguous, in order

@@ -20,7 +20,12 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from gradprobe.probe import handlers as H
-from gradprobe.probe.quantities import SATURATION_THRESHOLD, Quantity, select
+from gradprobe.probe.quantities import (
+    SATURATION_THRESHOLD,
+    UNDERFLOW_SUM_SQ,
+    Quantity,
+    select,
+)
 
 if TYPE_CHECKING:
     from gradprobe.probe.summary import Summary
@@ -744,10 +749,6 @@ def _sum(t: torch.Tensor) -> torch.Tensor:
     return t.sum(dtype=torch.float32) if t.dtype in _LOW_PRECISION else t.sum()
 
 
-# Below this a float32 sum of squares has lost its digits to underflow (entries ~1e-19 and
-# smaller, as in the first layers of a 50-layer sigmoid net): redo the sum in float64.
-_UNDERFLOW_SUM_SQ = 1e-30
-
 
 def _sum_sq(t: torch.Tensor) -> torch.Tensor:
     """sum(t**2) as a 0-d tensor, free of float32 underflow.
@@ -763,7 +764,7 @@ def _sum_sq(t: torch.Tensor) -> torch.Tensor:
         result = torch.dot(flat, flat)
     else:
         result = torch.linalg.vector_norm(t).square()
-    if t.dtype != torch.float64 and float(result) < _UNDERFLOW_SUM_SQ:
+    if t.dtype != torch.float64 and float(result) < UNDERFLOW_SUM_SQ:
         return torch.linalg.vector_norm(t, dtype=torch.float64).square()
     return result
 

@@ -44,6 +44,10 @@ from typing import ClassVar
 #: unbounded ones have no saturated regime, and the quantity is not reported for them.
 SATURATION_THRESHOLD = 0.05
 
+#: Below this a float32 sum of squares has lost digits to underflow (entries ~1e-19 and
+#: smaller, as in the first layers of a 50-layer sigmoid net): the sum is redone in float64.
+UNDERFLOW_SUM_SQ = 1e-30
+
 Prims = Mapping[str, float]
 
 

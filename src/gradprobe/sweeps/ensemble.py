@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +49,7 @@ from gradprobe.train import BatchSampler, TrainResult, convergence_figures, reso
 
 SUPPORTED_OPTIMIZERS = ("sgd", "momentum")
 CPU_MEMORY_BUDGET = 2 << 30  # bytes a batched group may use on a CPU (see memory_budget)
+MIN_MEMBERS_PER_WORKER = 4  # smaller parts would not fill a core (see cpu_workers)
 EVAL_QUANTITIES = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 # activations per evaluation chunk: cache-sized on a CPU (4 MiB), large on a GPU
 _EVAL_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 26}
@@ -110,8 +113,9 @@ def train_ensemble(
     data, spec.train, probe=probe)`` would. ``on_step(step, n)`` is called after each
     batched step, ``n`` being the number of members it trained.
 
-    A group whose tensors would not fit in :func:`memory_budget` is trained in parts, one
-    after another (members are independent, so the results are the same).
+    Members are independent, so the group may be trained in parts with the same results:
+    on a CPU with several torch threads, one part per thread side by side
+    (:func:`cpu_workers`), and always in parts small enough to fit :func:`memory_budget`.
     """
     if not specs:
         return []
@@ -119,20 +123,102 @@ def train_ensemble(
     order = sorted(range(len(specs)), key=lambda m: specs[m].net.activation.label())
     members = [specs[m] for m in order]  # sorted: one activation per contiguous slice
     device = resolve_device(members[0].train.device)
-    per_part = max(1, int(memory_budget(device) // member_bytes(members[0], data)))
-    results: list[TrainResult] = []
-    for start in range(0, len(members), per_part):
-        part = members[start : start + per_part]
-        engine = _Engine(part, data, probe)
-        try:
-            engine.run(None if on_step is None else lambda step, n=len(part): on_step(step, n))
-        finally:
-            engine.release()
-        results += [engine.result(m) for m in range(len(part))]
+    workers = cpu_workers(device, len(members))
+    parts = split_members(members, data, device, workers)
+    results = [r for part in _train_parts(parts, data, probe, on_step, workers) for r in part]
     out: list[TrainResult] = [None] * len(specs)  # type: ignore[list-item]
     for position, m in enumerate(order):
         out[m] = results[position]
     return out
+
+
+def cpu_workers(device: torch.device, n_members: int) -> int:
+    """How many engines train side by side: on a CPU one per torch thread (each engine
+    single-threaded), when every one gets at least :data:`MIN_MEMBERS_PER_WORKER` members;
+    else 1 (a GPU, or one thread, or a small group: one engine with all torch threads).
+
+    Independent engines need no synchronisation between cores, where one engine's torch
+    ops meet at a barrier after every one of its hundreds of small parallel operations;
+    on a shared machine, where a core is often taken away for a while, that barrier is
+    where the time goes.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads < 2 or n_members < MIN_MEMBERS_PER_WORKER * threads:
+        return 1
+    return threads
+
+
+def split_members(
+    members: list[ExperimentSpec], data: Dataset, device: torch.device, workers: int
+) -> list[list[ExperimentSpec]]:
+    """Contiguous, near-equal parts: at least one per worker, and small enough that the
+    parts training at once fit :func:`memory_budget` together."""
+    fits = max(1, int(memory_budget(device) // workers // member_bytes(members[0], data)))
+    n_parts = max(workers, -(-len(members) // fits))
+    n_parts = min(len(members), -(-n_parts // workers) * workers)  # a multiple of workers
+    bounds = np.linspace(0, len(members), n_parts + 1).round().astype(int)
+    return [members[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
+def _train_parts(
+    parts: list[list[ExperimentSpec]],
+    data: Dataset,
+    probe: bool,
+    on_step: StepFn | None,
+    workers: int,
+) -> list[list[TrainResult]]:
+    """Each part trained by its own engine: in turn, or ``workers`` at a time in threads
+    (torch ops and the native kernels release the GIL) with torch single-threaded."""
+    if workers == 1:
+        return [_train_part(part, data, probe, on_step, None) for part in parts]
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def report(step: int, n: int) -> None:
+        with lock:
+            on_step(step, n)  # type: ignore[misc]
+
+    def work(part: list[ExperimentSpec]) -> list[TrainResult]:
+        torch.set_num_threads(1)  # this thread's OpenMP team: one thread
+        return _train_part(part, data, probe, None if on_step is None else report, stop)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="gradprobe-engine") as pool:
+            futures = [pool.submit(work, part) for part in parts]
+            try:
+                return [future.result() for future in futures]
+            except BaseException as err:  # Ctrl-C or a failed part: stop the rest at their
+                stop.set()  # next step, and raise what went wrong first (not a Stopped)
+                wait(futures)
+                causes = [f.exception() for f in futures if not f.cancelled()]
+                cause = next((c for c in causes if c is not None and not isinstance(c, Stopped)),
+                             None)
+                if isinstance(err, Stopped) and cause is not None:
+                    raise cause from None
+                raise
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_part(
+    part: list[ExperimentSpec],
+    data: Dataset,
+    probe: bool,
+    on_step: StepFn | None,
+    stop: threading.Event | None,
+) -> list[TrainResult]:
+    engine = _Engine(part, data, probe)
+    try:
+        engine.run(None if on_step is None else lambda step, n=len(part): on_step(step, n), stop)
+    finally:
+        engine.release()
+    return [engine.result(m) for m in range(len(part))]
+
+
+class Stopped(Exception):
+    """An engine was told to stop (another part failed, or the sweep was interrupted)."""
 
 
 def member_bytes(spec: ExperimentSpec, data: Dataset) -> int:
@@ -204,6 +290,7 @@ class _Engine:
         self.optimizer = _StackedSGD(self.stack, members, self.device)
         self.history = _History(death=[None] * self.n)
         self.final: np.ndarray | None = None  # (4, M) evaluation after training
+        self._records: tuple[np.ndarray, np.ndarray] | None = None  # see _record_arrays
 
     def release(self) -> None:
         """Drop device tensors early (a GPU sweep runs many groups in one process)."""
@@ -212,19 +299,22 @@ class _Engine:
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self, on_step: Callable[[int], None] | None) -> None:
+    def run(self, on_step: Callable[[int], None] | None,
+            stop: threading.Event | None = None) -> None:
         spec, hist = self.train_spec, self.history
         hist.evals.append((0, self._evaluate()))
         changed = False  # weights updated since the last evaluation
         alive = [True] * self.n
         alive_mask: torch.Tensor | None = None  # (M,) bool, only once someone diverged
         for step in range(spec.steps):
+            if stop is not None and stop.is_set():
+                raise Stopped
             if not any(alive):
                 break
             last = step == spec.steps - 1
             record = self.probe and (step % spec.record_every == 0 or last)
             x, y = self._batch()
-            run = self.stack.forward(x)
+            run = self.stack.forward(x, keep_preacts=record)
             loss, grad_logits = self._loss(run.logits, y)
             values = loss.tolist()
             hist.losses.append(values)
@@ -237,7 +327,8 @@ class _Engine:
                 break
             grads_w, grads_b = self.stack.backward(run, grad_logits, keep=record)
             prims = Q.primitives(self.stack, run, grads_w, grads_b) if record else None
-            old = [w.clone() for w in self.stack.weights] if record else None
+            old = ([self.stack.buffer(("old", i), tuple(w.shape)).copy_(w)
+                    for i, w in enumerate(self.stack.weights)] if record else None)
             self.optimizer.step(grads_w, grads_b, alive_mask)
             changed = True
             if record:
@@ -257,7 +348,9 @@ class _Engine:
             idx = next(iter(drawn.values())).to(self.device)  # (B,)
             return self.x_train[idx], self.y_train[idx].expand(self.n, -1)
         idx = torch.stack([drawn[s] for s in self.seeds]).to(self.device)  # (M, B)
-        return self.x_train[idx], self.y_train[idx]
+        rows = self.stack.buffer(("batch",), (idx.numel(), self.x_train.shape[1]))
+        x = torch.index_select(self.x_train, 0, idx.view(-1), out=rows)
+        return x.view(*idx.shape, -1), self.y_train[idx]
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-member mean loss (M,) and dL_m/dlogits (M, B, C), as F.* with mean reduction."""
@@ -304,7 +397,7 @@ class _Engine:
 
     def _close_record(self, step: int, prims: list[torch.Tensor], old: list) -> None:
         """Add the update norms, bring the step's primitives to the host in one transfer."""
-        updates = [torch.linalg.vector_norm(w - o, dim=(1, 2))
+        updates = [torch.linalg.vector_norm(o.sub_(w), dim=(1, 2))  # ||before - after||
                    for w, o in zip(self.stack.weights, old, strict=True)]
         host = Q.to_host(prims, updates, self.n_layers)
         self.history.records.append((step, self.layout.values(host, self.batch_size,
@@ -330,16 +423,16 @@ class _Engine:
         status = "diverged" if death is not None or not math.isfinite(final[0]) else "complete"
         if status == "diverged" or spec.steps == 0:
             rows += _eval_rows(final_step, final)
-        columns = [list(col) for col in zip(*rows, strict=True)]  # step, layer, ..., value
+        columns = [np.asarray(col) for col in zip(*rows, strict=True)]  # step, ..., value
         if self.probe:
-            for col, extra in zip(columns, self._probe_columns(m, death), strict=True):
-                col.extend(extra)
+            columns = [np.concatenate([col, extra]) for col, extra
+                       in zip(columns, self._probe_columns(m, death), strict=True)]
         frame = pd.DataFrame({
-            "step": np.asarray(columns[0], dtype=np.int64),
-            "layer": columns[1],
-            "depth": np.asarray(columns[2], dtype=np.int64),
-            "quantity": columns[3],
-            "value": np.asarray(columns[4], dtype=np.float64),
+            "step": columns[0].astype(np.int64),
+            "layer": columns[1].astype(object),
+            "depth": columns[2].astype(np.int64),
+            "quantity": columns[3].astype(object),
+            "value": columns[4].astype(np.float64),
         })
         summary = {
             "final_loss": float(final[0]),
@@ -353,21 +446,26 @@ class _Engine:
             summary["diverged_at_step"] = final_step - 1 if losses else 0
         return TrainResult(status=status, metrics=frame, summary=summary)
 
-    def _probe_columns(self, m: int, death: int | None) -> tuple[list, ...]:
+    def _probe_columns(self, m: int, death: int | None) -> tuple[np.ndarray, ...]:
         """Member ``m``'s probe rows as columns, in :meth:`gradprobe.Probe.frame`'s order."""
         keep = self.layout.emitted[:, m]
-        keys = [k for k, e in zip(self.layout.keys, keep, strict=True) if e]
-        layers, depths, names = ([k[i] for k in keys] for i in range(3))
-        steps: list[int] = []
-        values: list[float] = []
-        n = 0
-        for step, table in self.history.records:  # table: (rows, M)
-            if death is not None and step >= death:
-                break
-            steps += [step] * len(keys)
-            values += table[keep, m].tolist()
-            n += 1
-        return steps, layers * n, depths * n, names * n, values
+        steps, tables = self._record_arrays()
+        n = len(steps) if death is None else int(np.searchsorted(steps, death))
+        per_record = int(keep.sum())
+        layers, depths, names = (np.asarray([k[i] for k in self.layout.keys], dtype=dtype)[keep]
+                                 for i, dtype in ((0, object), (1, np.int64), (2, object)))
+        return (np.repeat(steps[:n], per_record), np.tile(layers, n), np.tile(depths, n),
+                np.tile(names, n), tables[:n, keep, m].reshape(-1))
+
+    def _record_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Recorded steps (R,) and their tables stacked (R, rows, M), built once."""
+        if self._records is None:
+            records = self.history.records
+            steps = np.asarray([step for step, _ in records], dtype=np.int64)
+            tables = (np.stack([table for _, table in records]) if records
+                      else np.zeros((0, len(self.layout.keys), self.n)))
+            self._records = (steps, tables)
+        return self._records
 
 
 def _eval_rows(step: int, values: np.ndarray) -> list[tuple[int, str, int, str, float]]:

@@ -25,40 +25,55 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import torch
 from torch import nn
 
+from gradprobe import native
 from gradprobe.nets.activations import Linear as IdentityActivation
 from gradprobe.nets.init import init_layer_
 from gradprobe.nets.plain import make_activation, weight_layers
 from gradprobe.probe import handlers as H
-from gradprobe.probe.quantities import SATURATION_THRESHOLD
+from gradprobe.probe.quantities import SATURATION_THRESHOLD, UNDERFLOW_SUM_SQ
 from gradprobe.spec import NetSpec
 
-# Activations whose derivative is cheaper from the output h = phi(z) than from z. Each
-# formula is the registry's dphi with phi(z) replaced by h (the same floats).
+# Activations whose derivative is cheaper from the output h = phi(z) than from z, written
+# into ``out``. Each formula is the registry's dphi with phi(z) replaced by h, in the same
+# floats (-(h h) + 1 is 1 - h h exactly, as (-h + 1) h is h (1 - h)).
 _FROM_OUTPUT = {
-    "tanh": lambda z, h: 1 - h * h,
-    "sigmoid": lambda z, h: h * (1 - h),
-    "relu": lambda z, h: (z > 0).to(z.dtype),
+    "tanh": lambda z, h, out: torch.mul(h, h, out=out).neg_().add_(1.0),
+    "sigmoid": lambda z, h, out: torch.neg(h, out=out).add_(1.0).mul_(h),
+    "relu": lambda z, h, out: torch.gt(z, 0, out=out),
 }
-# g * phi'(z) in one fused pass: the kernels autograd itself runs for these modules.
+# g * phi'(z) in one fused pass, written over g: the kernels autograd itself runs for
+# these modules.
 _FUSED_BACKWARD = {
-    "tanh": lambda g, z, h: torch.ops.aten.tanh_backward(g, h),
-    "sigmoid": lambda g, z, h: torch.ops.aten.sigmoid_backward(g, h),
-    "relu": lambda g, z, h: torch.ops.aten.threshold_backward(g, h, 0.0),
+    "tanh": lambda g, z, h: torch.ops.aten.tanh_backward.grad_input(g, h, grad_input=g),
+    "sigmoid": lambda g, z, h: torch.ops.aten.sigmoid_backward.grad_input(g, h, grad_input=g),
+    "relu": lambda g, z, h: torch.ops.aten.threshold_backward.grad_input(
+        g, h, 0.0, grad_input=g),
 }
 
 
 
 def safe_norm(t: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
-    """L2 norm over ``dim`` summed in float64: float32 squares of the ~1e-25 gradients at the
-    input end of a deep sigmoid net underflow to 0 (recorded steps only, so the cost is small).
+    """Per-member L2 norm over ``dim`` (members on dim 0) as float64, free of underflow.
+
+    float32 squares of the ~1e-25 gradients at the input end of a deep sigmoid net
+    underflow to 0. On the CPU the norm is taken in float32 (one fast pass) and redone in
+    float64 for the members whose result is tiny (or overflowed); elsewhere, where reading
+    the result would sync, it is taken in float64 directly.
     """
-    return torch.linalg.vector_norm(t, dim=dim, dtype=torch.float64)
+    if t.device.type != "cpu" or t.dtype == torch.float64:
+        return torch.linalg.vector_norm(t, dim=dim, dtype=torch.float64)
+    out = torch.linalg.vector_norm(t, dim=dim).to(torch.float64)
+    redo = (out < math.sqrt(UNDERFLOW_SUM_SQ)) | torch.isinf(out)
+    if bool(redo.any()):
+        out[redo] = torch.linalg.vector_norm(t[redo], dim=dim, dtype=torch.float64)
+    return out
 
 
 @dataclass
@@ -81,18 +96,46 @@ class Segment:
         """sup |phi'| for bounded activations (saturation is measured), else None."""
         return self.handler.max_dphi(self.module)
 
-    def dphi(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """phi'(z) for this segment's slice; ``h = phi(z)``."""
+    @property
+    def backward_from_output(self) -> bool:
+        """phi' and the backward need only h = phi(z), not z."""
+        return self.name in _FUSED_BACKWARD
+
+    @property
+    def fused(self) -> bool:
+        """Bias and activation run as one compiled pass that writes where it is told."""
+        return self.name == "tanh"
+
+    def forward(self, z: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """``z += bias`` (per member, over rows) in place, then phi(z), written into ``out``
+        when given. ``out`` may be z: tanh then overwrites z; other activations return a new
+        tensor (no saving in writing it back).
+
+        z: this segment's (members, rows, units) slice, bias: (members, units).
+        """
+        if self.fused:
+            return native.bias_tanh(z, bias, out=out)
+        h = self.module(z.add_(bias.unsqueeze(1)))
+        return h if out is None or out is z else out.copy_(h)
+
+    def dphi(self, z: torch.Tensor, h: torch.Tensor, out: torch.Tensor | None = None
+             ) -> torch.Tensor:
+        """phi'(z) for this segment's slice; ``h = phi(z)``. Written into ``out`` if given."""
         fast = _FROM_OUTPUT.get(self.name)
         if fast is not None:
-            return fast(z, h)
-        return self.handler.dphi(self.module, z)
+            return fast(z, h, torch.empty_like(h) if out is None else out)
+        d = self.handler.dphi(self.module, z)
+        return d if out is None else out.copy_(d)
 
-    def backward(self, g: torch.Tensor, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """dL/dz = g * phi'(z) from g = dL/dh; may overwrite ``g``."""
+    def backward(self, g: torch.Tensor, z: torch.Tensor | None, h: torch.Tensor
+                 ) -> torch.Tensor:
+        """dL/dz = g * phi'(z) from g = dL/dh, written over ``g`` (z unused, and may be
+        None, when :attr:`backward_from_output`)."""
         fused = _FUSED_BACKWARD.get(self.name)
         if fused is not None:
             return fused(g, z, h)
+        assert z is not None, "this activation's backward needs its pre-activations"
         return g.mul_(self.dphi(z, h))
 
 
@@ -102,7 +145,9 @@ class Pass:
 
     logits: torch.Tensor  # (M, B, classes)
     inputs: list[torch.Tensor]  # per layer: its input (M, B, in); inputs[0] is the data
-    preacts: list[torch.Tensor]  # per layer: its output (M, B, out); the last is the logits
+    # per layer: its output (M, B, out), the last being the logits; None where the forward
+    # wrote the activation over it (StackedMLP.forward(keep_preacts=False))
+    preacts: list[torch.Tensor | None]
     # kept for the probe by backward(keep=True), per layer:
     grad_out_norm: list[torch.Tensor | None] = field(default_factory=list)  # (M,) ||dL/dy||
     grad_in_norm: list[torch.Tensor | None] = field(default_factory=list)  # (M,) ||W^T g||
@@ -123,6 +168,7 @@ class StackedMLP:
         self.segments = segments
         self.n_members = weights[0].shape[0]
         self.n_layers = len(weights)
+        self._buffers: dict[tuple, torch.Tensor] = {}
         levels = [-1.0 if s.max_dphi is None else SATURATION_THRESHOLD * s.max_dphi
                   for s in segments for _ in range(s.stop - s.start)]
         #: (M,) |phi'| below this counts as saturated (the probe's rule); -1: unbounded
@@ -192,57 +238,90 @@ class StackedMLP:
 
     # ------------------------------------------------------------------ forward
 
-    def activate(self, z: torch.Tensor) -> torch.Tensor:
-        """phi(z) with each member's activation. z: (M, B, units)."""
+    def activate(self, z: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """phi(z + bias) with each member's activation; ``z`` becomes z + bias.
+
+        z: (M, B, units) without its bias, bias: (M, units). ``out`` (which may be z, when
+        the pre-activations are not needed afterwards) receives phi where a compiled kernel
+        can write it directly; otherwise a new tensor is returned.
+        """
         if len(self.segments) == 1:
-            return self.segments[0].module(z)
-        h = torch.empty_like(z)
+            segment = self.segments[0]
+            return segment.forward(z, bias, out=out if segment.fused else None)
+        h = torch.empty_like(z) if out is None else out
         for s in self.segments:
-            h[s.start : s.stop] = s.module(z[s.start : s.stop])
+            sl = slice(s.start, s.stop)
+            s.forward(z[sl], bias[sl], h[sl])
         return h
 
-    def dphi(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """phi'(z) with each member's activation; ``h = phi(z)``."""
-        if len(self.segments) == 1:
-            return self.segments[0].dphi(z, h)
-        d = torch.empty_like(z)
+    def dphi(self, z: torch.Tensor, h: torch.Tensor, out: torch.Tensor | None = None
+             ) -> torch.Tensor:
+        """phi'(z) with each member's activation; ``h = phi(z)``. Into ``out`` if given."""
+        d = torch.empty_like(z) if out is None else out
         for s in self.segments:
-            d[s.start : s.stop] = s.dphi(z[s.start : s.stop], h[s.start : s.stop])
+            sl = slice(s.start, s.stop)
+            s.dphi(z[sl], h[sl], out=d[sl])
         return d
 
     def activation_backward(
-        self, g: torch.Tensor, z: torch.Tensor, h: torch.Tensor
+        self, g: torch.Tensor, z: torch.Tensor | None, h: torch.Tensor
     ) -> torch.Tensor:
-        """dL/dz from dL/dh = ``g`` through each member's activation (may overwrite g)."""
-        if len(self.segments) == 1:
-            return self.segments[0].backward(g, z, h)
-        out = torch.empty_like(g)
+        """dL/dz from dL/dh = ``g`` through each member's activation, written over g.
+
+        ``z`` may be None when every activation's backward needs only ``h``.
+        """
         for s in self.segments:
             sl = slice(s.start, s.stop)
-            out[sl] = s.backward(g[sl], z[sl], h[sl])
-        return out
+            s.backward(g[sl], None if z is None else z[sl], h[sl])
+        return g
+
+    def buffer(self, key: tuple, shape: tuple[int, ...]) -> torch.Tensor:
+        """A reusable tensor for one role (``key``) in the step, allocated once per shape.
+
+        Training steps and evaluations write their intermediates into these, so after the
+        first step the engine allocates (and page-faults) almost nothing: a tensor from a
+        step is valid until the same role comes round in the next one.
+        """
+        t = self._buffers.get(key)
+        if t is None or t.shape != shape:  # a new shape for the role: the old one is dropped
+            w = self.weights[0]
+            t = self._buffers[key] = torch.empty(shape, dtype=w.dtype, device=w.device)
+        return t
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Output only (evaluation). x: (M, N, in) or (N, in) shared by all members."""
         h = x
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = _linear(h, w, b)
-            if i < self.n_layers - 1:
-                h = self.activate(h)
+            if i == self.n_layers - 1:
+                return _linear(h, w, b)
+            shape = _out_shape(h, w)
+            z = _matmul(h, w, self.buffer(("eval", i % 2, shape), shape))
+            h = self.activate(z, b, out=z)  # layer i + 1 reads the other buffer
         return h
 
-    def forward(self, x: torch.Tensor) -> Pass:
-        """Training forward keeping every layer's input and output.
+    def forward(self, x: torch.Tensor, keep_preacts: bool = True) -> Pass:
+        """Training forward keeping every layer's input and output (in reused buffers).
 
-        x: (M, B, in), or (B, in) when all members see the same batch.
+        x: (M, B, in), or (B, in) when all members see the same batch. With
+        ``keep_preacts=False`` (a step the probe does not record) activations whose
+        backward needs only their output are written over their pre-activations, which
+        halves the step's memory traffic; ``preacts`` then holds None for those layers.
         """
-        inputs, preacts = [], []
+        in_place = not keep_preacts and all(s.backward_from_output for s in self.segments)
+        inputs: list[torch.Tensor] = []
+        preacts: list[torch.Tensor | None] = []
         h = x.expand(self.n_members, *x.shape) if x.dim() == 2 else x  # shared batch
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             inputs.append(h)
-            z = _linear(h, w, b)  # (M, B, out)
-            preacts.append(z)
-            h = self.activate(z) if i < self.n_layers - 1 else z
+            if i == self.n_layers - 1:
+                h = _linear(h, w, b)
+                preacts.append(h)
+            else:
+                shape = _out_shape(h, w)
+                z = _matmul(h, w, self.buffer(("z", i), shape))  # activate adds the bias
+                h = self.activate(z, b, out=z if in_place else self.buffer(("h", i), shape))
+                preacts.append(None if h.data_ptr() == z.data_ptr() else z)
         return Pass(logits=h, inputs=inputs, preacts=preacts)
 
     # ------------------------------------------------------------------ backward
@@ -263,28 +342,45 @@ class StackedMLP:
         if keep:
             run.grad_out_norm, run.grad_in_norm, run.dphi = [None] * n, [None] * n, [None] * n
         g = grad_logits  # (M, B, out) dL/d(output of layer i)
+        b_shape = [b.shape for b in self.biases]
         for i in reversed(range(n)):
             x = run.inputs[i]
+            w = self.weights[i]
+            dw = self.buffer(("dw", i), tuple(w.shape))
             if x.stride(0) == 0:  # a batch shared by all members: one GEMM for all dW
-                grads_w[i] = torch.matmul(g.transpose(1, 2), x[0])  # (M, out, in)
+                grads_w[i] = torch.matmul(g.transpose(1, 2), x[0], out=dw)  # (M, out, in)
             else:
-                grads_w[i] = torch.bmm(g.transpose(1, 2), x)  # (M, out, in)
-            grads_b[i] = g.sum(dim=1)  # (M, out)
+                grads_w[i] = torch.bmm(g.transpose(1, 2), x, out=dw)  # (M, out, in)
+            grads_b[i] = torch.sum(g, dim=1, out=self.buffer(("db", i), tuple(b_shape[i])))
             if keep:
                 run.grad_out_norm[i] = norm(g, dim=(1, 2))
             if i == 0:
                 break
-            g = torch.bmm(g, self.weights[i])  # (M, B, in) = dL/d(phi(z_{i-1}))
+            # (M, B, in) = dL/d(phi(z_{i-1})), then dL/dz_{i-1} in the same buffer; two
+            # buffers in turn (g of layer i is dead once this is computed)
+            g = torch.bmm(g, w, out=self.buffer(("g", i % 2), (*g.shape[:2], w.shape[2])))
             z, h = run.preacts[i - 1], run.inputs[i]
             if keep:
                 run.grad_in_norm[i] = norm(g, dim=(1, 2))
-                run.dphi[i - 1] = self.dphi(z, h)  # (M, B, in)
+                run.dphi[i - 1] = self.dphi(z, h, out=self.buffer(("dphi", i - 1), h.shape))
             g = self.activation_backward(g, z, h)
         return grads_w, grads_b
 
     def parameters(self) -> list[torch.Tensor]:
         """Weights and biases, layer by layer (the order optimizer state follows)."""
         return [t for pair in zip(self.weights, self.biases, strict=True) for t in pair]
+
+
+def _out_shape(h: torch.Tensor, w: torch.Tensor) -> tuple[int, int, int]:
+    """Shape of h @ w^T per member: (M, rows, out)."""
+    return (w.shape[0], h.shape[-2], w.shape[1])
+
+
+def _matmul(h: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """h @ w^T for every member, into ``out``. h: (M, B, in) or (B, in); w: (M, out, in)."""
+    if h.dim() == 2:
+        h = h.expand(w.shape[0], *h.shape)
+    return torch.bmm(h, w.transpose(1, 2), out=out)
 
 
 def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
