@@ -163,3 +163,31 @@ def test_partly_overlapping_out_is_refused_as_torch_refuses_it() -> None:
     base = torch.randn(200)
     with pytest.raises(RuntimeError, match="single memory location"):
         native.tanh(base[:150], out=base[50:])
+
+
+def test_an_unwritable_cache_builds_in_a_temporary_folder(tmp_path: Path) -> None:
+    if find_compiler() is None:
+        pytest.fail("a C compiler is on PATH in CI (.ci/run installs gcc)")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert _run(PROBE, {"GRADPROBE_CACHE_DIR": str(blocker / "cache")}) == "True None True"
+
+
+def test_threads_asking_at_once_share_one_build(tmp_path: Path) -> None:
+    if find_compiler() is None:
+        pytest.fail("a C compiler is on PATH in CI (.ci/run installs gcc)")
+    code = """
+        import threading, torch
+        from gradprobe import native
+        x = torch.linspace(-4, 4, 101)
+        ok = []
+        def ask():
+            ok.append(bool(torch.allclose(native.tanh(x), torch.tanh(x), rtol=1e-6, atol=0)))
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        print(native.available(), ok.count(True))
+    """
+    assert _run(code, {"GRADPROBE_CACHE_DIR": str(tmp_path)}) == "True 8"
+    assert len(list(tmp_path.glob("kernels-*.so"))) == 1
+    assert not list(tmp_path.glob(".*.tmp"))

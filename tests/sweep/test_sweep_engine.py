@@ -188,6 +188,7 @@ def _eight_members() -> list:
 def test_cpu_engines_side_by_side_match_one_engine(two_threads, monkeypatch) -> None:
     from gradprobe.sweeps import ensemble
 
+    monkeypatch.setattr(ensemble, "MIN_MEMBERS_PER_WORKER", 4)  # two engines of four
     specs = _eight_members()
     data = load_data(specs[0].data)
     assert ensemble.cpu_workers(torch.device("cpu"), len(specs)) == 2
@@ -208,6 +209,7 @@ def test_cpu_engines_side_by_side_match_one_engine(two_threads, monkeypatch) -> 
 def test_a_failing_part_stops_the_others(two_threads, monkeypatch) -> None:
     from gradprobe.sweeps import ensemble
 
+    monkeypatch.setattr(ensemble, "MIN_MEMBERS_PER_WORKER", 4)
     specs = _eight_members()
     data = load_data(specs[0].data)
     started: list[int] = []

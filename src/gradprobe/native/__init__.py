@@ -2,10 +2,10 @@
 
 :func:`tanh` is ``torch.tanh`` for float32 CPU tensors, 3-4x faster per thread on x86
 (torch's kernel there costs ~5 ns per element, more than the batched matmuls of a width-64
-network) and about as accurate: within 1.5 ulp of the exact value, against torch's 0.51
-(``tests/sweep/test_native.py`` measures both against float64). :func:`bias_tanh` adds a
-per-member bias and applies tanh in the same pass. Other tensors, or a machine without a C
-compiler, get torch's own kernels; :func:`available` says which.
+network) and about as accurate: within 2 ulp of the exact value (1.46 measured), against
+torch's 0.51 (``tests/sweep/test_native.py`` measures both against float64).
+:func:`bias_tanh` adds a per-member bias and applies tanh in the same pass. Other tensors,
+or a machine without a C compiler, get torch's own kernels; :func:`available` says which.
 
 Example:
     >>> x = torch.linspace(-3, 3, 7)
@@ -41,11 +41,11 @@ def tanh(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         >>> tanh(torch.zeros(3)).tolist()
         [0.0, 0.0, 0.0]
     """
-    lib = load()
-    if lib is None or not _fits(x, out):
+    lib = load() if _fits(x, out) else None
+    if lib is None:
         return torch.tanh(x) if out is None else torch.tanh(x, out=out)
     out = torch.empty_like(x) if out is None else out
-    lib.gradprobe_tanh_f32(x.data_ptr(), out.data_ptr(), x.numel())
+    lib.gradprobe_tanh_f32(x.data_ptr(), out.data_ptr(), x.numel(), torch.get_num_threads())
     return out
 
 
@@ -64,14 +64,14 @@ def bias_tanh(z: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = No
     if z.dim() != 3 or bias.shape != (z.shape[0], z.shape[2]):
         raise ValueError(f"bias has shape {tuple(bias.shape)}, expected (members, units) for "
                          f"z of shape {tuple(z.shape)}")
-    lib = load()
-    if lib is None or not _fits(z, out) or not _fits(bias, None):
+    lib = load() if _fits(z, out) and _fits(bias, None) else None
+    if lib is None:
         z.add_(bias.unsqueeze(1))
         return torch.tanh(z) if out is None else torch.tanh(z, out=out)
     out = torch.empty_like(z) if out is None else out
     members, rows, cols = z.shape
     lib.gradprobe_bias_tanh_f32(z.data_ptr(), bias.data_ptr(), out.data_ptr(), members, rows,
-                                cols)
+                                cols, torch.get_num_threads())
     return out
 
 

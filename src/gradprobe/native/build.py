@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import platform
@@ -28,6 +27,7 @@ import shutil
 import subprocess
 import sysconfig
 import tempfile
+import threading
 from pathlib import Path
 
 SOURCES = ("tanh.c",)
@@ -43,9 +43,24 @@ def unavailable_reason() -> str | None:
     return _reason
 
 
-@functools.cache
+_lock = threading.Lock()
+_loaded: list[ctypes.CDLL | None] = []  # the one result, once tried
+
+
 def load() -> ctypes.CDLL | None:
-    """The compiled kernel library, built on first use; None when it cannot be had."""
+    """The compiled kernel library, built on first use; None when it cannot be had.
+
+    Thread-safe: engines training side by side may all ask at once; one builds.
+    """
+    if _loaded:
+        return _loaded[0]
+    with _lock:
+        if not _loaded:
+            _loaded.append(_load())
+    return _loaded[0]
+
+
+def _load() -> ctypes.CDLL | None:
     global _reason
     if os.environ.get("GRADPROBE_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         _reason = "disabled by GRADPROBE_NATIVE=0"
@@ -54,16 +69,16 @@ def load() -> ctypes.CDLL | None:
     if compiler is None:
         _reason = "no C compiler found (set CC, or install gcc or clang)"
         return None
-    source = "".join((Path(__file__).parent / name).read_text() for name in SOURCES)
     try:
-        path = _build(compiler, source)
-        lib = ctypes.CDLL(str(path))
-    except (OSError, subprocess.SubprocessError) as err:
-        _reason = f"could not build the C kernels: {str(err).splitlines()[0][:200]}"
+        source = "".join((Path(__file__).parent / name).read_text() for name in SOURCES)
+        lib = ctypes.CDLL(str(_build(compiler, source)))
+        pointer, size, count = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+        lib.gradprobe_tanh_f32.argtypes = [pointer, pointer, size, count]
+        lib.gradprobe_bias_tanh_f32.argtypes = [pointer, pointer, pointer, size, size, size,
+                                                count]
+    except Exception as err:  # noqa: BLE001 -- any failure means: use torch's kernels
+        _reason = f"could not build the C kernels: {(str(err).splitlines() or [''])[0][:200]}"
         return None
-    pointer, size = ctypes.c_void_p, ctypes.c_int64
-    lib.gradprobe_tanh_f32.argtypes = [pointer, pointer, size]
-    lib.gradprobe_bias_tanh_f32.argtypes = [pointer, pointer, pointer, size, size, size]
     for kernel in (lib.gradprobe_tanh_f32, lib.gradprobe_bias_tanh_f32):
         kernel.restype = None
     _reason = None
@@ -94,29 +109,48 @@ def _build(compiler: str, source: str) -> Path:
     key = hashlib.sha256("\0".join(
         [source, compiler, _compiler_version(compiler), " ".join(FLAGS + TUNING),
          platform.machine(), _cpu_identity()]).encode()).hexdigest()[:20]
-    target_dir = cache_dir()
+    name = f"kernels-{key}.so"
     try:
-        target_dir.mkdir(parents=True, exist_ok=True)
-    except OSError:  # a read-only home: build into this process's temporary directory
-        target_dir = Path(tempfile.mkdtemp(prefix="gradprobe-native-"))
-    target = target_dir / f"kernels-{key}.so"
-    if target.exists():
-        return target
+        cached = cache_dir() / name
+        if cached.exists():
+            return cached
+    except (OSError, RuntimeError):  # no usable home directory
+        cached = None
     with tempfile.TemporaryDirectory(prefix="gradprobe-build-") as tmp:
-        src = Path(tmp) / "kernels.c"
-        src.write_text(source)
-        built = Path(tmp) / "kernels.so"
-        for tuning in (TUNING, TUNING[:1], ()):
-            proc = subprocess.run([compiler, *FLAGS, *tuning, str(src), "-o", str(built)],
-                                  capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-            if proc.returncode == 0:
-                break
-        else:
-            raise OSError(proc.stderr.strip() or f"{compiler} exited {proc.returncode}")
-        partial = target_dir / f".{target.name}.{os.getpid()}.tmp"
+        built = _compile(compiler, source, Path(tmp))
+        for folder in ([cached.parent] if cached is not None else []) + [None]:
+            try:
+                return _install(built, folder or Path(tempfile.mkdtemp(prefix="gradprobe-")),
+                                name)
+            except OSError:  # a read-only cache: this process's own temporary folder
+                continue
+    raise OSError("could not write the compiled library anywhere")
+
+
+def _compile(compiler: str, source: str, folder: Path) -> Path:
+    src, built = folder / "kernels.c", folder / "kernels.so"
+    src.write_text(source)
+    for tuning in (TUNING, TUNING[:1], ()):
+        proc = subprocess.run([compiler, *FLAGS, *tuning, str(src), "-o", str(built)],
+                              capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+        if proc.returncode == 0:
+            return built
+    raise OSError(proc.stderr.strip() or f"{compiler} exited {proc.returncode}")
+
+
+def _install(built: Path, folder: Path, name: str) -> Path:
+    """Copy into ``folder/name`` atomically: a unique temporary name, then a rename, so a
+    concurrent reader sees no file or a complete one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    os.close(handle)
+    try:
         shutil.copyfile(built, partial)
-        os.replace(partial, target)  # atomic: readers see the old name absent or complete
-    return target
+        os.replace(partial, folder / name)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return folder / name
 
 
 def _compiler_version(compiler: str) -> str:

@@ -2,8 +2,8 @@
  *
  * torch.tanh on x86 CPUs costs about 5 ns per element (several times its sigmoid), more
  * than all the matmuls of a width-64 layer; these kernels cost a small fraction of that
- * and are about as accurate (within 2 ulp of the exact value; torch.tanh is within 0.51;
- * tests/sweep/test_native.py measures both against float64):
+ * and about as accurate (within 2 ulp of the exact value, 1.46 measured on AVX2 with FMA;
+ * torch.tanh within 0.51; tests/sweep/test_native.py measures both against float64):
  *
  *   |x| < 0.5625:  tanh x = x + x t R(t),  t = x^2, R a degree-4 minimax fit (relative
  *                  error 1.4e-9, fitted by tools/fit_tanh.py)
@@ -14,9 +14,10 @@
  * NaN propagates, +-inf give +-1, -0 gives -0, subnormals give themselves. No -ffast-math
  * (it would drop the NaN handling): built with -fno-trapping-math so the selects vectorise.
  *
- * Large arrays are split over OpenMP threads. The library links libgomp.so.1 by name, so in
- * a process where torch has loaded its libgomp the kernels run on torch's own thread pool
- * (and torch.set_num_threads applies) instead of competing with its spinning workers.
+ * Large arrays are split over OpenMP threads, as many as the caller says (torch's thread
+ * count). The library links libgomp.so.1 by name, so in a process where torch has loaded
+ * its libgomp the kernels run on torch's own thread pool instead of competing with its
+ * spinning workers.
  */
 #include <stdint.h>
 #include <string.h>
@@ -73,12 +74,13 @@ static void tanh_rows_in_place(float *restrict x, int64_t n)
         x[i] = tanh_one(x[i]);
 }
 
-/* out[i] = tanh(in[i]), i < n; in may equal out, else they must not overlap. */
-void gradprobe_tanh_f32(const float *in, float *out, int64_t n)
+/* out[i] = tanh(in[i]), i < n; in may equal out, else they must not overlap. Up to
+ * `threads` OpenMP threads. */
+void gradprobe_tanh_f32(const float *in, float *out, int64_t n, int threads)
 {
     const int64_t block = 4096;
     int64_t blocks = (n + block - 1) / block;
-#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
+#pragma omp parallel for schedule(static) num_threads(threads) if (n >= PARALLEL_MIN)
     for (int64_t k = 0; k < blocks; ++k) {
         int64_t lo = k * block, len = n - lo < block ? n - lo : block;
         if (in == out)
@@ -106,12 +108,13 @@ static void bias_tanh_row_in_place(float *restrict z, const float *restrict b, i
 
 /* For z viewed as (groups, rows, cols) and a (groups, cols) bias: z += bias (broadcast over
  * rows), then h = tanh(z). h may equal z (then z ends up holding tanh), else they must not
- * overlap. */
+ * overlap. Up to `threads` OpenMP threads. */
 void gradprobe_bias_tanh_f32(float *z, const float *bias, float *h, int64_t groups,
-                             int64_t rows, int64_t cols)
+                             int64_t rows, int64_t cols, int threads)
 {
     int64_t all_rows = groups * rows;
-#pragma omp parallel for schedule(static) if (all_rows * cols >= PARALLEL_MIN)
+#pragma omp parallel for schedule(static) num_threads(threads) \
+    if (all_rows * cols >= PARALLEL_MIN)
     for (int64_t j = 0; j < all_rows; ++j) {
         const float *b = bias + (j / rows) * cols;
         if (h == z)

@@ -33,7 +33,7 @@ import json
 import math
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
+from gradprobe import native
 from gradprobe.data import Dataset
 from gradprobe.spec import ExperimentSpec
 from gradprobe.sweeps import quantities as Q
@@ -49,7 +50,7 @@ from gradprobe.train import BatchSampler, TrainResult, convergence_figures, reso
 
 SUPPORTED_OPTIMIZERS = ("sgd", "momentum")
 CPU_MEMORY_BUDGET = 2 << 30  # bytes a batched group may use on a CPU (see memory_budget)
-MIN_MEMBERS_PER_WORKER = 4  # smaller parts would not fill a core (see cpu_workers)
+MIN_MEMBERS_PER_WORKER = 32  # smaller engines lose more to the GIL than they gain (cpu_workers)
 EVAL_QUANTITIES = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 # activations per evaluation chunk: cache-sized on a CPU (4 MiB), large on a GPU
 _EVAL_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 26}
@@ -182,22 +183,26 @@ def _train_parts(
         torch.set_num_threads(1)  # this thread's OpenMP team: one thread
         return _train_part(part, data, probe, None if on_step is None else report, stop)
 
+    native.load()  # build the kernels (if at all) once, before the engines ask for them
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="gradprobe-engine") as pool:
             futures = [pool.submit(work, part) for part in parts]
             try:
-                return [future.result() for future in futures]
-            except BaseException as err:  # Ctrl-C or a failed part: stop the rest at their
-                stop.set()  # next step, and raise what went wrong first (not a Stopped)
-                wait(futures)
-                causes = [f.exception() for f in futures if not f.cancelled()]
-                cause = next((c for c in causes if c is not None and not isinstance(c, Stopped)),
-                             None)
-                if isinstance(err, Stopped) and cause is not None:
-                    raise cause from None
-                raise
+                wait(futures, return_when=FIRST_EXCEPTION)
+            finally:  # Ctrl-C, or a part failed: the others stop at their next step
+                if not all(f.done() and f.exception() is None for f in futures):
+                    stop.set()
+                    for future in futures:
+                        future.cancel()  # parts not started yet never start
+                    wait(futures)
+            failures = [f.exception() for f in futures if not f.cancelled()]
+            first = next((e for e in failures if e is not None and not isinstance(e, Stopped)),
+                         None)
+            if first is not None:
+                raise first
+            return [future.result() for future in futures]
     finally:
         torch.set_num_threads(threads)
 

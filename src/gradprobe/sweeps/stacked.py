@@ -281,11 +281,14 @@ class StackedMLP:
 
         Training steps and evaluations write their intermediates into these, so after the
         first step the engine allocates (and page-faults) almost nothing: a tensor from a
-        step is valid until the same role comes round in the next one.
+        step is valid until the same role comes round in the next one. On a CPU only: on
+        other devices this is a fresh tensor (their caching allocators reuse memory anyway).
         """
+        w = self.weights[0]
+        if w.device.type != "cpu":  # a GPU's caching allocator already reuses memory, and
+            return torch.empty(shape, dtype=w.dtype, device=w.device)  # frees it for others
         t = self._buffers.get(key)
         if t is None or t.shape != shape:  # a new shape for the role: the old one is dropped
-            w = self.weights[0]
             t = self._buffers[key] = torch.empty(shape, dtype=w.dtype, device=w.device)
         return t
 
