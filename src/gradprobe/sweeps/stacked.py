@@ -8,11 +8,13 @@ holds::
 
     weights[l]  (M, out, in)    biases[l]  (M, out)
 
-Forward and backward are written out with ``torch.baddbmm``/``torch.bmm`` (one call per
-layer for all members), so nothing is traced and every intermediate the probe measures
-(pre-activations, dL/d(layer output), dL/d(layer input)) is at hand without hooks.
-Members may use different activations: members are kept sorted by activation so each one
-applies to a contiguous slice of the stack.
+Forward and backward are written out with ``torch.bmm`` (one call per layer for all
+members; a hidden layer's bias and activation then follow in one pass, for tanh by the
+compiled kernel of :mod:`gradprobe.native`), so nothing is traced and every intermediate
+the probe measures (pre-activations, dL/d(layer output), dL/d(layer input)) is at hand
+without hooks. On a CPU the intermediates of a step live in buffers reused from step to
+step (:meth:`StackedMLP.buffer`). Members may use different activations: members are kept
+sorted by activation so each one applies to a contiguous slice of the stack.
 
 Example:
     >>> from gradprobe.spec import NetSpec
