@@ -23,7 +23,8 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +124,97 @@ def evaluate(
     return float(loss_fn(out, y)), float((out.argmax(dim=1) == y).float().mean())
 
 
+class Callback:
+    """A hook point of the training loop; every method is a no-op by default.
+
+    The loop calls, in order: ``on_train_start`` once; per step ``on_step_start``,
+    ``after_backward`` (gradients present, before the update), ``after_update``, and
+    ``on_eval`` when evaluation rows were just written; ``on_end`` once, also after a
+    divergence, an exception or a stop. A callback writes rows with :meth:`Loop.record`,
+    adds whole frames to ``loop.frames`` and ends the run early with :meth:`Loop.stop`.
+
+    Example:
+        >>> class PrintLoss(Callback):
+        ...     def after_update(self, loop, step, loss):
+        ...         if step == 0:
+        ...             print("first loss is finite:", loss == loss)
+    """
+
+    def on_train_start(self, loop: Loop) -> None:
+        """Before the first step (the model is on its device, evaluation at init is done)."""
+
+    def on_step_start(self, loop: Loop, step: int) -> None:
+        """Before the forward pass of ``step``."""
+
+    def after_backward(self, loop: Loop, step: int, loss: float) -> None:
+        """Gradients of ``step`` are in ``.grad``; the optimizer has not stepped yet."""
+
+    def after_update(self, loop: Loop, step: int, loss: float) -> None:
+        """After the optimizer update of ``step``."""
+
+    def on_eval(self, loop: Loop, step: int, values: dict[str, float]) -> None:
+        """Evaluation rows for ``step`` (the network after ``step`` updates) were written."""
+
+    def on_end(self, loop: Loop) -> None:
+        """Once at the end, whatever ended the run; ``loop.status`` says how."""
+
+
+@dataclass
+class Loop:
+    """The state the training loop shares with its callbacks."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    spec: TrainSpec
+    device: torch.device
+    loss_fn: Callable
+    rows: list[tuple[int, str, int, str, float]] = field(default_factory=list)
+    frames: list[pd.DataFrame] = field(default_factory=list)  # whole frames from callbacks
+    notes: list[dict[str, Any]] = field(default_factory=list)  # events worth keeping (reasons)
+    status: str = "running"
+    stop_reason: str | None = None
+    batch: tuple[torch.Tensor, torch.Tensor] | None = None  # the current minibatch
+
+    def record(self, step: int, layer: str, depth: int, quantity: str, value: float) -> None:
+        """Append one tidy row to the run's record."""
+        self.rows.append((step, layer, depth, quantity, float(value)))
+
+    def stop(self, reason: str, status: str = "stopped") -> None:
+        """End the run after the current step, with ``status`` and a reason."""
+        self.status, self.stop_reason = status, reason
+
+    @property
+    def stopping(self) -> bool:
+        return self.status != "running"
+
+
+class ProbeCallback(Callback):
+    """Records :class:`gradprobe.Probe` quantities every ``every`` steps (and the last)."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.probe: Any = None
+
+    def on_train_start(self, loop: Loop) -> None:
+        from gradprobe.probe import Probe
+
+        self.probe = Probe(loop.model, every=self.every)
+        self.probe.watch(loop.optimizer)
+        self.probe.attach()
+
+    def on_step_start(self, loop: Loop, step: int) -> None:
+        if step == loop.spec.steps - 1:
+            self.probe.force_next()
+
+    def after_backward(self, loop: Loop, step: int, loss: float) -> None:
+        self.probe.step()
+
+    def on_end(self, loop: Loop) -> None:
+        if self.probe is not None:
+            self.probe.detach()
+            loop.frames.append(self.probe.frame())
+
+
 def train(
     model: nn.Module,
     data: Dataset,
@@ -131,12 +223,13 @@ def train(
     progress: bool = False,
     on_step: StepCallback | None = None,
     description: str = "training",
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
     """Train ``model`` on ``data`` as ``spec`` says, recording probe quantities.
 
-    ``probe=True`` attaches a :class:`gradprobe.Probe` recording every ``spec.record_every``
-    steps (and always the first and last step). ``on_step(step, loss)`` is called after every
-    step (the run store uses it for nothing; user code may).
+    ``probe=True`` adds a :class:`ProbeCallback` recording every ``spec.record_every``
+    steps (and always the last step). ``callbacks`` run after it, in order (see
+    :class:`Callback`). ``on_step(step, loss)`` is called after every step.
     """
     torch.manual_seed(spec.seed)  # for any randomness inside the model (dropout, ...)
     device = resolve_device(spec.device)
@@ -147,48 +240,61 @@ def train(
     loss_fn = loss_function(spec.loss, data.n_classes)
     optimizer = make_optimizer(model.parameters(), spec)
     sampler = BatchSampler(len(x_train), spec.batch_size, spec.seed)
+    loop = Loop(model=model, optimizer=optimizer, spec=spec, device=device, loss_fn=loss_fn)
+    hooks: list[Callback] = ([ProbeCallback(spec.record_every)] if probe else []) + list(callbacks)
 
-    rows: list[tuple[int, str, int, str, float]] = []
     losses: list[float] = []
-    status = "complete"
-    recorder = _ProbeRecorder(model, spec.record_every, optimizer) if probe else None
     bar = _progress_bar(progress, spec.steps, description)
-    rows += _eval_rows(-1, model, x_train, y_train, x_test, y_test, loss_fn)  # at init: step 0
+    loop.rows += _eval_rows(-1, model, x_train, y_train, x_test, y_test, loss_fn)  # step 0
     try:
+        for cb in hooks:
+            cb.on_train_start(loop)
         for step in range(spec.steps):
             last = step == spec.steps - 1
-            if recorder is not None and last:
-                recorder.force_next()
+            for cb in hooks:
+                cb.on_step_start(loop, step)
             idx = sampler.next().to(device)
-            loss = loss_fn(model(x_train[idx]), y_train[idx])
+            loop.batch = (x_train[idx], y_train[idx])
+            loss = loss_fn(model(loop.batch[0]), loop.batch[1])
             value = float(loss.detach())
             losses.append(value)
-            rows.append((step, "", 0, "loss", value))
+            loop.record(step, "", 0, "loss", value)
             if not math.isfinite(value):
-                status = "diverged"
+                loop.stop(f"non-finite loss at step {step}", "diverged")
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if recorder is not None:
-                recorder.step()
+            for cb in hooks:
+                cb.after_backward(loop, step, value)
             optimizer.step()
-            if step % spec.eval_every == 0 or last:
-                rows += _eval_rows(step, model, x_train, y_train, x_test, y_test, loss_fn)
+            for cb in hooks:
+                cb.after_update(loop, step, value)
+            if step % spec.eval_every == 0 or last or loop.stopping:
+                rows = _eval_rows(step, model, x_train, y_train, x_test, y_test, loss_fn)
+                loop.rows += rows
+                for cb in hooks:
+                    cb.on_eval(loop, step + 1, {r[3]: r[4] for r in rows})
             if on_step is not None:
                 on_step(step, value)
             if bar is not None:
                 bar[0].update(bar[1], advance=1, description=f"{description} loss {value:.4g}")
+            if loop.stopping:
+                break
     finally:
-        if recorder is not None:
-            recorder.detach()
+        if loop.status == "running" and sys.exc_info()[0] is not None:
+            loop.status = "failed"
+        for cb in hooks:
+            cb.on_end(loop)
         if bar is not None:
             bar[0].stop()
 
+    status = "complete" if loop.status == "running" else loop.status
     final_step = len(losses)
     train_loss, train_acc = evaluate(model, x_train, y_train, loss_fn)
     test_loss, test_acc = evaluate(model, x_test, y_test, loss_fn)
     if status == "complete" and not math.isfinite(train_loss):
         status = "diverged"
+    rows = loop.rows
     if status == "diverged" or spec.steps == 0:  # still record where it ended
         rows += [
             (final_step, "", 0, "train_loss", train_loss),
@@ -197,8 +303,8 @@ def train(
             (final_step, "", 0, "test_accuracy", test_acc),
         ]
     frame = pd.DataFrame(rows, columns=["step", "layer", "depth", "quantity", "value"])
-    if recorder is not None:
-        frame = pd.concat([frame, recorder.frame()], ignore_index=True)
+    if loop.frames:
+        frame = pd.concat([frame, *loop.frames], ignore_index=True)
     summary = {
         "final_loss": train_loss,
         "final_train_accuracy": train_acc,
@@ -209,6 +315,10 @@ def train(
     }
     if status == "diverged":
         summary["diverged_at_step"] = final_step - 1 if losses else 0
+    if loop.stop_reason is not None and status != "diverged":
+        summary["stop_reason"] = loop.stop_reason
+    if loop.notes:
+        summary["notes"] = loop.notes
     return TrainResult(status=status, metrics=frame, summary=summary)
 
 
@@ -258,29 +368,6 @@ def convergence_figures(losses: list[float], spec: TrainSpec) -> dict[str, Any]:
         before = min(smooth[: -spec.stall_window])
         stalled = smooth[-1] > before * (1 - spec.stall_tolerance)
     return {"loss_threshold": threshold, "steps_to_threshold": reached, "stalled": stalled}
-
-
-class _ProbeRecorder:
-    """Adapter between the trainer and :class:`gradprobe.Probe` (kept to one place)."""
-
-    def __init__(self, model: nn.Module, every: int, optimizer: torch.optim.Optimizer) -> None:
-        from gradprobe.probe import Probe
-
-        self.probe = Probe(model, every=every)
-        self.probe.watch(optimizer)
-        self.probe.attach()
-
-    def force_next(self) -> None:
-        self.probe.force_next()
-
-    def step(self) -> None:
-        self.probe.step()
-
-    def detach(self) -> None:
-        self.probe.detach()
-
-    def frame(self) -> pd.DataFrame:
-        return self.probe.frame()
 
 
 def _progress_bar(enabled: bool, total: int, description: str):

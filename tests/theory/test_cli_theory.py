@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from gradprobe.cli_theory import parse_params, theory_app
+from gradprobe.cli.theory import parse_params, theory_app
 
 runner = CliRunner()
 

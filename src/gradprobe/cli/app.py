@@ -162,10 +162,10 @@ def demo_command(
 
 def _register_subcommands() -> None:
     """Mount the commands that live in their own modules (each imports its heavy parts lazily)."""
-    from gradprobe.cli_diagnose import diagnose_command
-    from gradprobe.cli_report import report_command
-    from gradprobe.cli_sweep import sweep_command
-    from gradprobe.cli_theory import theory_app
+    from gradprobe.cli.diagnose import diagnose_command
+    from gradprobe.cli.report import report_command
+    from gradprobe.cli.sweep import sweep_command
+    from gradprobe.cli.theory import theory_app
 
     app.add_typer(theory_app, name="theory")
     app.command("sweep")(sweep_command)
