@@ -87,9 +87,9 @@ def library_versions() -> dict[str, str]:
     import numpy
     import torch
 
-    import gradprobe
+    from gradprobe._version import __version__
 
-    return {"gradprobe": gradprobe.__version__, "torch": torch.__version__,
+    return {"gradprobe": __version__, "torch": torch.__version__,
             "numpy": numpy.__version__, "python": os.sys.version.split()[0]}
 
 

@@ -7,9 +7,15 @@
   lays out the demo study with the same helpers;
 * :mod:`~gradprobe.report.plotly_figures`, :mod:`~gradprobe.report.html`: interactive charts
   in one offline HTML file; :mod:`~gradprobe.report.figures`: matplotlib, PNG/SVG;
+* :mod:`~gradprobe.report.theory_figures`: :func:`plot_phase_diagram`,
+  :func:`plot_comparison` (what :mod:`gradprobe.theory` computed, drawn);
 * :mod:`~gradprobe.report.tables`: rich tables for the terminal;
 * :mod:`~gradprobe.report.api`: :func:`~gradprobe.report.api.make_report`, what
   ``gradprobe report`` calls.
 
 Docs: docs/report.md.
 """
+
+from gradprobe.report.theory_figures import plot_comparison, plot_phase_diagram
+
+__all__ = ["plot_comparison", "plot_phase_diagram"]

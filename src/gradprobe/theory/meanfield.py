@@ -409,10 +409,10 @@ def predict(
 ) -> Prediction:
     """Mean-field prediction for an activation and weight/bias variances.
 
-    ``activation`` is a registered name (``params`` for leaky_relu's slope etc.), a scalar
-    torch callable (derivative by autograd; give its ``kinks``), an ``nn.Module`` or a spec
-    (see :func:`gradprobe.theory.network.predict_network`, which this then calls).
-    ``q0`` is the inputs' mean square ``|x|^2 / n0`` (default 1: standardised inputs).
+    ``activation`` is a registered name (``params`` for leaky_relu's slope etc.) or a scalar
+    torch callable (derivative by autograd; give its ``kinks``). ``q0`` is the inputs' mean
+    square ``|x|^2 / n0`` (default 1: standardised inputs). A whole ``nn.Module`` or spec goes
+    to :func:`gradprobe.theory.predict` (this module sits below the network reader).
 
     Example:
         >>> p = predict("relu", sigma_w2=2.0, sigma_b2=0.0, depth=50)
@@ -421,12 +421,10 @@ def predict(
         >>> predict("tanh", 1.0, 0.0).status
         'collapses to 0'
     """
-    if isinstance(activation, torch.nn.Module) or _is_spec(activation):
-        if sigma_w2 is not None or sigma_b2 is not None:
-            raise UserError("sigma_w2/sigma_b2 come from the model or spec; do not pass them")
-        from gradprobe.theory.network import predict_network
-
-        return predict_network(activation, depth=depth, q0=q0).prediction
+    if is_network(activation):
+        raise UserError(
+            "a model or spec goes to gradprobe.theory.predict, not theory.meanfield.predict"
+        )
     if sigma_w2 is None or sigma_b2 is None:
         raise UserError("predict needs sigma_w2 and sigma_b2 (or a model or spec)")
     sw = _check_number("sigma_w2", sigma_w2, positive=True)
@@ -438,8 +436,10 @@ def predict(
     return _predict_moments(m, sw, sb, q0f, None if depth is None else int(depth))
 
 
-def _is_spec(obj: Any) -> bool:
-    """An experiment spec (``.net``) or a net spec (``.activation``, ``.init``, ``.depth``)."""
+def is_network(obj: Any) -> bool:
+    """An ``nn.Module``, an experiment spec (``.net``) or a net spec (``.activation``, ...)."""
+    if isinstance(obj, torch.nn.Module):
+        return True
     return hasattr(obj, "net") or all(hasattr(obj, a) for a in ("activation", "init", "depth"))
 
 
