@@ -155,7 +155,7 @@ def demo_command(
     quick: bool = typer.Option(False, "--quick", help="A smaller study (for tests)."),
 ) -> None:
     """The main job: a study of gradient vanishing on the digits data."""
-    from gradprobe.demo import run_demo
+    from gradprobe.app.demo import run_demo
 
     run_demo(store=store, out=out, quick=quick, console=console)
 

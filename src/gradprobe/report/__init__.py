@@ -3,8 +3,8 @@
 * :mod:`~gradprobe.report.data`, :mod:`~gradprobe.report.theory_data`: stored runs ->
   tidy frames (the only place numbers are pulled or computed);
 * :mod:`~gradprobe.report.content`: figure specs, tables, sections (what a report holds);
-* :mod:`~gradprobe.report.build`: which figures for which runs; :mod:`~gradprobe.report.study`
-  lays out the demo study with the same helpers;
+* :mod:`~gradprobe.report.build`: which figures for which runs (the demo study,
+  :mod:`gradprobe.app.study`, composes the same helpers);
 * :mod:`~gradprobe.report.plotly_figures`, :mod:`~gradprobe.report.html`: interactive charts
   in one offline HTML file; :mod:`~gradprobe.report.figures`: matplotlib, PNG/SVG;
 * :mod:`~gradprobe.report.theory_figures`: :func:`plot_phase_diagram`,
