@@ -210,12 +210,20 @@ def training_curves(spec: FigureSpec) -> Figure:
     return fig
 
 
-def steps_to_threshold(spec: FigureSpec) -> Figure:
-    """Steps to reach the loss threshold per configuration; "never" bars are hatched."""
+def _bars(spec: FigureSpec, row_height: float) -> tuple[Figure, Any, pd.DataFrame, np.ndarray]:
+    """A titled panel with one labelled row per configuration, the first on top."""
     head = spec.data["headline"].iloc[::-1]
-    fig = _figure((8.0, 0.35 * len(head) + 1.4))
+    fig = _figure((8.0, row_height * len(head) + 1.4))
     ax = fig.add_subplot()
     y = np.arange(len(head))
+    ax.set_yticks(y, head["label"], fontsize=7)
+    ax.set_title(spec.title)
+    return fig, ax, head, y
+
+
+def steps_to_threshold(spec: FigureSpec) -> Figure:
+    """Steps to reach the loss threshold per configuration; "never" bars are hatched."""
+    fig, ax, head, y = _bars(spec, 0.35)
     for yi, (_, row) in zip(y, head.iterrows(), strict=True):
         reached = row["steps_to_threshold"] is not None and not pd.isna(row["steps_to_threshold"])
         if reached:
@@ -227,19 +235,14 @@ def steps_to_threshold(spec: FigureSpec) -> Figure:
             ax.barh(yi, steps, color="white", edgecolor=palette.color(5), hatch="///")
             word = "never (stalled)" if row["stalled"] else "never"
             ax.text(steps, yi, f" {word}", va="center", fontsize=7, color=palette.color(5))
-    ax.set_yticks(y, head["label"], fontsize=7)
     ax.set_xlabel("training steps until the 10-step mean loss ≤ threshold")
-    ax.set_title(spec.title)
     ax.set_xlim(0, 1.3 * max([float(v or 0) for v in head["steps_run"]] + [1.0]))
     return fig
 
 
 def accuracy(spec: FigureSpec) -> Figure:
     """Final train and test accuracy per configuration (underfitting: both low)."""
-    head = spec.data["headline"].iloc[::-1]
-    fig = _figure((8.0, 0.4 * len(head) + 1.4))
-    ax = fig.add_subplot()
-    y = np.arange(len(head))
+    fig, ax, head, y = _bars(spec, 0.4)
     ax.barh(y + 0.2, head["final_train_accuracy"], height=0.38, color=palette.color(0),
             label="train")
     ax.barh(y - 0.2, head["final_test_accuracy"], height=0.38, color=palette.color(1),
@@ -248,10 +251,8 @@ def accuracy(spec: FigureSpec) -> Figure:
     if chance:
         ax.axvline(chance, color=palette.REFERENCE, linestyle=":", linewidth=1,
                    label="chance (1 / classes)")
-    ax.set_yticks(y, head["label"], fontsize=7)
     ax.set_xlim(0, 1)
     ax.set_xlabel("final accuracy (fraction correct)")
-    ax.set_title(spec.title)
     ax.legend(fontsize=7, frameon=False, loc="lower right")
     return fig
 

@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gradprobe.errors import UserError
@@ -23,22 +22,14 @@ from gradprobe.theory.meanfield import Prediction, is_network
 from gradprobe.theory.network import predict_network
 
 
-def predict(
-    activation: Any,
-    sigma_w2: float | None = None,
-    sigma_b2: float | None = None,
-    depth: int | None = None,
-    q0: float | None = None,
-    *,
-    params: Mapping[str, Any] | None = None,
-    kinks: Sequence[float] | None = None,
-    method: str = "auto",
-) -> Prediction:
+def predict(activation: Any, sigma_w2: float | None = None, sigma_b2: float | None = None,
+            depth: int | None = None, q0: float | None = None, **options: Any) -> Prediction:
     """Mean-field prediction for an activation and variances, an ``nn.Module`` or a spec.
 
     A name or scalar callable goes to :func:`gradprobe.theory.meanfield.predict` (see there
-    for the arguments); a module (variances read off its tensors) or a spec to
-    :func:`gradprobe.theory.network.predict_network`, whose ``.prediction`` is returned.
+    for the arguments; ``options``: ``params``, ``kinks``, ``method``); a module (variances
+    read off its tensors) or a spec to :func:`gradprobe.theory.network.predict_network`,
+    whose ``.prediction`` is returned.
 
     Example:
         >>> p = predict("relu", sigma_w2=2.0, sigma_b2=0.0, depth=50)
@@ -46,9 +37,10 @@ def predict(
         ('critical', inf, 0.0)
     """
     if not is_network(activation):
-        return meanfield.predict(
-            activation, sigma_w2, sigma_b2, depth, q0, params=params, kinks=kinks, method=method
+        return meanfield.predict(activation, sigma_w2, sigma_b2, depth, q0, **options)
+    if sigma_w2 is not None or sigma_b2 is not None or options:
+        raise UserError(
+            "sigma_w2, sigma_b2 and activation options come from the model or spec; "
+            "do not pass them"
         )
-    if sigma_w2 is not None or sigma_b2 is not None:
-        raise UserError("sigma_w2/sigma_b2 come from the model or spec; do not pass them")
     return predict_network(activation, depth=depth, q0=q0).prediction

@@ -396,17 +396,10 @@ def _c_fixed_point(
     return 1.0, s1, ["c* lies within 1e-8 of 1 (too close to resolve); 1 is reported"]
 
 
-def predict(
-    activation: Any,
-    sigma_w2: float | None = None,
-    sigma_b2: float | None = None,
-    depth: int | None = None,
-    q0: float | None = None,
-    *,
-    params: Mapping[str, Any] | None = None,
-    kinks: Sequence[float] | None = None,
-    method: str = "auto",
-) -> Prediction:
+def predict(activation: Any, sigma_w2: float | None = None, sigma_b2: float | None = None,
+            depth: int | None = None, q0: float | None = None, *,
+            params: Mapping[str, Any] | None = None, kinks: Sequence[float] | None = None,
+            method: str = "auto") -> Prediction:
     """Mean-field prediction for an activation and weight/bias variances.
 
     ``activation`` is a registered name (``params`` for leaky_relu's slope etc.) or a scalar
@@ -471,24 +464,9 @@ def _predict_moments(m: Moments, sw: float, sb: float, q0: float, depth: int | N
         q_path, chi_path, log10_ratio = path.q, path.chi, path.log10_grad_ratio
         notes += path.notes
     return Prediction(
-        activation=m.name,
-        params=dict(m.params),
-        sigma_w2=sw,
-        sigma_b2=sb,
-        q0=q0,
-        q_star=q_star,
-        chi1=chi1,
-        c_star=c_star,
-        chi_c=chi_c,
-        q_slope=q_slope,
-        xi_q=_depth_scale(q_slope),
-        xi_c=_depth_scale(chi_c),
-        xi_grad=_depth_scale(chi1),
-        phase=phase_of(chi1),
-        status=status,
-        depth=depth,
-        q_path=q_path,
-        chi_path=chi_path,
-        log10_grad_ratio=log10_ratio,
-        notes=tuple(notes),
+        activation=m.name, params=dict(m.params), sigma_w2=sw, sigma_b2=sb, q0=q0,
+        q_star=q_star, chi1=chi1, c_star=c_star, chi_c=chi_c, q_slope=q_slope,
+        xi_q=_depth_scale(q_slope), xi_c=_depth_scale(chi_c), xi_grad=_depth_scale(chi1),
+        phase=phase_of(chi1), status=status, depth=depth, q_path=q_path, chi_path=chi_path,
+        log10_grad_ratio=log10_ratio, notes=tuple(notes),
     )
