@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -41,3 +42,12 @@ def test_drawing_into_a_given_axes_returns_it():
     ax = Figure().add_subplot()
     data = phase_diagram("relu", np.linspace(1.0, 3.0, 5), np.array([0.0, 0.1]))
     assert plot_phase_diagram(data, ax=ax) is ax
+
+
+def test_the_old_theory_names_say_where_drawing_went():
+    import gradprobe.theory as theory
+
+    with pytest.raises(AttributeError, match=r"moved to gradprobe\.report\.plot_phase_diagram"):
+        theory.plot_phase_diagram  # noqa: B018
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        theory.nothing  # noqa: B018

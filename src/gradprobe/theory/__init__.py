@@ -22,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 from gradprobe.theory.compare import Comparison, compare
 from gradprobe.theory.dispatch import predict
 from gradprobe.theory.finite_width import FiniteWidth, log_grad_moments, relu_log_grad_moments
@@ -79,3 +81,17 @@ __all__ = [
     "signal_path",
     "solve_q_star",
 ]
+
+# Drawing moved to report/ (theory computes, report draws): say where, without importing it.
+_MOVED = {
+    "plot_phase_diagram": "gradprobe.report.plot_phase_diagram",
+    "plot_comparison": "gradprobe.report.plot_comparison",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        raise AttributeError(
+            f"gradprobe.theory.{name} moved to {_MOVED[name]} (theory computes, report draws)"
+        )
+    raise AttributeError(f"module 'gradprobe.theory' has no attribute {name!r}")
