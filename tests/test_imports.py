@@ -1,7 +1,8 @@
 """The import graph of ``src/gradprobe``: no cycles, and no layer imports a higher one.
 
 The graph is read with ``ast`` from every source file, so it sees module-level AND
-function-level imports (also ones that never ran in this process). ``from a import b``
+function-level imports (also ones that never ran in this process), and
+``importlib.import_module`` of a literal name. ``from a import b``
 points at ``a.b`` when that is a module, at ``a`` otherwise; relative imports are resolved
 against the importing module's package. Importing a module does not count as importing its
 parent packages: those only run their ``__init__``.
@@ -44,6 +45,13 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {
 }
 
 
+# Beyond the layers: the theory reads records and specs, it never measures or trains a model
+# (running the probe on a live model is gradprobe.measure's job, one layer up).
+NEVER_IMPORTS: dict[str, tuple[str, ...]] = {
+    "gradprobe.theory": ("gradprobe.probe", "gradprobe.train", "gradprobe.integrations"),
+}
+
+
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -61,13 +69,27 @@ def _resolve_relative(module: str, is_package: bool, level: int, target: str | N
     return ".".join(base + ([target] if target else []))
 
 
+def _is_import_call(node: ast.Call) -> bool:
+    """``importlib.import_module("literal")`` or ``__import__("literal")``."""
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    return (
+        name in ("import_module", "__import__")
+        and bool(node.args)
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    )
+
+
 def imports_of(module: str, path: Path, known: set[str]) -> set[str]:
     """Internal modules ``module`` imports anywhere in its file (functions included)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     is_package = path.name == "__init__.py"
     found: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Call) and _is_import_call(node):
+            found.add(node.args[0].value)
+        elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = (
@@ -174,14 +196,17 @@ def test_the_graph_sees_function_level_from_and_relative_imports(tmp_path):
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "sub" / "a.py").write_text(
         "def f():\n    from gradprobe.sub import b\n    from .. import low\n"
+        "    importlib.import_module('gradprobe.sub')\n"
     )
     (pkg / "sub" / "b.py").write_text("from . import a\nfrom gradprobe.low import X\n")
     known = {"gradprobe", "gradprobe.low", "gradprobe.sub", "gradprobe.sub.a", "gradprobe.sub.b"}
     a = imports_of("gradprobe.sub.a", pkg / "sub" / "a.py", known)
     b = imports_of("gradprobe.sub.b", pkg / "sub" / "b.py", known)
-    assert a == {"gradprobe.sub.b", "gradprobe.low"}
+    assert a == {"gradprobe.sub.b", "gradprobe.low", "gradprobe.sub"}
     assert b == {"gradprobe.sub.a", "gradprobe.low"}
-    cycles = find_cycles({"gradprobe.sub.a": a, "gradprobe.sub.b": b, "gradprobe.low": set()})
+    graph = {"gradprobe.sub.a": a, "gradprobe.sub.b": b}
+    graph |= {"gradprobe.low": set(), "gradprobe.sub": set()}
+    cycles = find_cycles(graph)
     assert cycles == [["gradprobe.sub.a", "gradprobe.sub.b", "gradprobe.sub.a"]]
 
 
@@ -208,6 +233,42 @@ def test_no_layer_imports_a_higher_one():
     )
     stale = [pair for pair in KNOWN_UPWARD if pair not in found]
     assert not stale, f"fixed, remove from KNOWN_UPWARD: {stale}"
+
+
+def _under(module: str, package: str) -> bool:
+    return module == package or module.startswith(f"{package}.")
+
+
+def forbidden_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted(
+        (src, dst) for src, targets in graph.items() for dst in targets
+        for package, banned in NEVER_IMPORTS.items()
+        if _under(src, package) and any(_under(dst, b) for b in banned)
+    )
+
+
+def test_the_theory_never_runs_the_probe_or_training():
+    found = forbidden_imports(import_graph())
+    assert not found, "\n".join(f"{s} imports {d}" for s, d in found)
+
+
+def test_the_rules_catch_what_issue_11_found():
+    """The three import defects of the code before issue 11, as a small graph."""
+    before = {
+        "gradprobe.theory.meanfield": {"gradprobe.theory.network"},
+        "gradprobe.theory.network": {"gradprobe.theory.finite_width"},
+        "gradprobe.theory.finite_width": {"gradprobe.theory.meanfield"},
+        "gradprobe.theory.compare": {"gradprobe.probe"},
+        "gradprobe.store": {"gradprobe"},
+        "gradprobe.probe": set(),
+        "gradprobe": set(),
+    }
+    assert find_cycles(before) == [[
+        "gradprobe.theory.finite_width", "gradprobe.theory.meanfield",
+        "gradprobe.theory.network", "gradprobe.theory.finite_width",
+    ]]
+    assert forbidden_imports(before) == [("gradprobe.theory.compare", "gradprobe.probe")]
+    assert upward_imports(before) == [("gradprobe.store", "gradprobe")]
 
 
 @pytest.mark.parametrize("module", ["gradprobe.probe", "gradprobe.train", "gradprobe.theory"])
