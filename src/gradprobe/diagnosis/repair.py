@@ -29,17 +29,12 @@ from torch import nn
 
 from gradprobe.diagnosis import surgery
 from gradprobe.diagnosis.diagnosis import DEFAULT_LR, DEFAULT_OPTIMIZER, clone, prepare
-from gradprobe.diagnosis.evidence import (
-    BATCH_SIZE,
-    Evidence,
-    TrainingRun,
-    collect_evidence,
-    train_run,
-)
+from gradprobe.diagnosis.evidence import BATCH_SIZE, Evidence, TrainingRun, collect_evidence
 from gradprobe.diagnosis.findings import DEFAULT_THRESHOLDS, Thresholds, jsonable
 from gradprobe.diagnosis.inputs import LossFn
 from gradprobe.diagnosis.rules import dead_findings, fmt10, gradient_findings
 from gradprobe.diagnosis.surgery import CannotApply
+from gradprobe.diagnosis.training import train_run
 from gradprobe.errors import UserError
 
 #: Evidence batches per candidate: two keep the gradient columns cheap; the verdict rests
