@@ -21,6 +21,8 @@ from gradprobe.spec import TrainSpec, load_spec
 from gradprobe.sweeps.ensemble import train_ensemble
 from gradprobe.train import Callback, TrainData, train
 
+from .reference_loop import reference_batches
+
 STEPS, LR, BATCH, SEED = 12, 0.1, 16, 3
 
 
@@ -53,19 +55,14 @@ def _logits(out):
 def reference(model, x, y, loss_fn, steps=STEPS, lr=LR, batch=BATCH, seed=SEED):
     """Plain SGD on reshuffled epochs, written out: the losses per step."""
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     dtype = next(model.parameters()).dtype
     if torch.is_floating_point(x):
         x = x.to(dtype)
     if torch.is_floating_point(y):
         y = y.to(dtype)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    order, pos, losses = torch.empty(0, dtype=torch.int64), 0, []
-    for _ in range(steps):
-        if pos + batch > len(order):
-            order, pos = torch.randperm(len(x), generator=gen), 0
-        idx = order[pos : pos + batch]
-        pos += batch
+    losses = []
+    for _, idx in zip(range(steps), reference_batches(len(x), batch, seed), strict=False):
         out = model(x[idx])
         loss = out.loss if getattr(out, "loss", None) is not None else loss_fn(_logits(out), y[idx])
         losses.append(float(loss.detach()))

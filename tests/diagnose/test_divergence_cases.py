@@ -16,6 +16,8 @@ from gradprobe.diagnosis.inputs import resolve_problem
 from gradprobe.diagnosis.rules import dead_findings
 from gradprobe.diagnosis.training import FiniteSnapshots
 
+from ..reference_loop import reference_batches
+
 
 def _binary_model() -> nn.Module:
     torch.manual_seed(0)
@@ -34,13 +36,7 @@ def _first_step_bce_raises(lr: float, batch: int = 128, steps: int = 10) -> int 
     x, y = _binary_data()
     model, bce = _binary_model(), nn.BCELoss()
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(0)
-    order, pos = torch.empty(0, dtype=torch.int64), 0
-    for step in range(steps):
-        if pos + batch > len(order):
-            order, pos = torch.randperm(len(x), generator=gen), 0
-        idx = order[pos : pos + batch]
-        pos += batch
+    for step, idx in zip(range(steps), reference_batches(len(x), batch, 0), strict=False):
         out = model(x[idx])
         try:
             loss = bce(out, y[idx])

@@ -12,13 +12,11 @@ died on the way, for instance).
 
 Example:
     >>> import torch
-    >>> from torch import nn
     >>> from gradprobe.diagnosis.inputs import resolve_problem
-    >>> net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 2))
-    >>> problem = resolve_problem((torch.randn(64, 4), torch.randint(0, 2, (64,))))
-    >>> run = train_run(net, problem, steps=5, lr=0.1)
-    >>> run.status, run.steps
-    ('complete', 5)
+    >>> regression = resolve_problem((torch.randn(32, 3), torch.randn(32, 1)))
+    >>> run = train_run(torch.nn.Linear(3, 1), regression, steps=5, lr=0.1)
+    >>> run.status, run.steps, run.final_train_accuracy
+    ('complete', 5, None)
 """
 
 from __future__ import annotations
