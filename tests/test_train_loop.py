@@ -178,3 +178,40 @@ def test_divergence_is_reported_at_the_same_step_by_train_diagnosis_and_the_swee
     assert stacked.summary["diverged_at_step"] == first_bad
     assert finding is not None and finding.evidence["diverged_at_step"] == first_bad
     assert f"step {first_bad}" in finding.cause
+
+
+def test_lightning_records_what_train_records(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    from gradprobe.integrations.lightning import GradProbeCallback
+
+    gen = torch.Generator().manual_seed(5)
+    x, y = torch.randn(32, 4, generator=gen), torch.randn(32, 3, generator=gen)
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = Wrapped()
+
+        def training_step(self, batch, idx):
+            return F.mse_loss(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=LR)
+
+    cb = GradProbeCallback(every=1, log=False)
+    trainer = pl.Trainer(max_steps=3, callbacks=[cb], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", default_root_dir=str(tmp_path))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    trainer.fit(Module(), loader)
+    ours = train(Wrapped(), TrainData(x, y, x[:0], y[:0]),
+                 TrainSpec(steps=3, lr=LR, batch_size=None, record_every=1),
+                 loss_fn=F.mse_loss).metrics
+    keys = ["step", "layer", "quantity"]
+    theirs = cb.probe.frame()
+    theirs = theirs.assign(layer=theirs["layer"].str.removeprefix("net."))
+    ours = ours[ours["depth"] > 0]
+    merged = ours.merge(theirs, on=keys, suffixes=("_train", "_lightning"))
+    assert len(merged) == len(ours) == len(theirs) > 0
+    assert merged["value_train"].to_numpy() == pytest.approx(
+        merged["value_lightning"].to_numpy(), rel=1e-5, nan_ok=True)
