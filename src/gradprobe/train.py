@@ -1,11 +1,14 @@
 """The gradient-descent loop, with probe recording and convergence figures.
 
-``train`` takes any ``nn.Module`` and a :class:`~gradprobe.data.Dataset`, runs ``steps``
-optimizer steps on minibatches drawn from a seeded generator, and returns a
+``train`` takes any ``nn.Module`` and a :class:`~gradprobe.data.Dataset` (or the lighter
+:class:`TrainData`), runs ``steps`` optimizer steps on minibatches drawn from a seeded
+generator, with :class:`Callback` objects at its hook points, and returns a
 :class:`TrainResult` with tidy metrics: per-step ``loss``; ``train_loss``, ``train_accuracy``,
 ``test_loss``, ``test_accuracy`` every ``eval_every`` steps; and, every ``record_every``
-steps, every probe quantity per layer. NaN/Inf in the loss stops the run and marks it
-``diverged``: a finding, not a crash.
+steps, every probe quantity per layer (the record, :mod:`gradprobe.record`). NaN/Inf in the
+loss, or a loss function raising on non-finite model output, stops the run and marks it
+``diverged`` at that step: a finding, not a crash. Models may return tensors, dicts or
+objects with ``.logits``/``.loss``, in any floating dtype (:mod:`gradprobe.outputs`).
 
 Determinism: the same model, data and spec give bitwise-identical metrics on the CPU.
 
