@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 import gradprobe as gp
 from gradprobe.data import load_data
+from gradprobe.errors import UserError
 from gradprobe.nets.plain import build
 from gradprobe.spec import TrainSpec, load_spec
 from gradprobe.sweeps.ensemble import train_ensemble
@@ -215,3 +216,20 @@ def test_lightning_records_what_train_records(tmp_path):
     assert len(merged) == len(ours) == len(theirs) > 0
     assert merged["value_train"].to_numpy() == pytest.approx(
         merged["value_lightning"].to_numpy(), rel=1e-5, nan_ok=True)
+
+
+def test_a_loss_that_is_not_a_scalar_or_an_output_without_logits_is_a_user_error():
+    with pytest.raises(UserError, match="scalar"):
+        train(Wrapped(), _data(), _spec(), probe=False,
+              loss_fn=lambda out, y: F.cross_entropy(out, y, reduction="none"))
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x), x
+
+    with pytest.raises(UserError, match="expected a tensor"):
+        train(Pair(), _data(), _spec(), probe=False, loss_fn=F.cross_entropy)

@@ -82,18 +82,24 @@ def nan_loss(logits: torch.Tensor) -> torch.Tensor:
 
 def loss_on(out: Any, y: torch.Tensor, loss_fn: LossFn
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(loss, logits)`` for a model output ``out`` and targets ``y`` (see the module doc)."""
-    logits, own = split_output(out)
-    if logits is None:
-        return own, None  # type: ignore[return-value]
-    try:
-        return loss_fn(logits, y), logits
-    except UserError:
-        raise
-    except Exception:
-        if not bool(torch.isfinite(logits.detach()).all()):
-            return nan_loss(logits), logits
-        raise
+    """``(loss, logits)`` for a model output ``out`` and targets ``y`` (see the module doc).
+
+    Raises :class:`UserError` when the loss is not a scalar tensor.
+    """
+    logits, loss = split_output(out)
+    if logits is not None:
+        try:
+            loss = loss_fn(logits, y)
+        except UserError:
+            raise
+        except Exception:
+            if bool(torch.isfinite(logits.detach()).all()):
+                raise
+            loss = nan_loss(logits)
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise UserError(f"the loss must be a scalar tensor, got {shape}")
+    return loss, logits
 
 
 def compute_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn

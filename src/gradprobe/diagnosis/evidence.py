@@ -269,8 +269,6 @@ def collect_evidence(
                 raise
             except Exception as exc:  # the model and loss are user code
                 raise UserError(f"the model or loss failed: {type(exc).__name__}: {exc}") from None
-            if loss.dim() != 0:
-                raise UserError(f"the loss must be a scalar, got shape {tuple(loss.shape)}")
             if not torch.isfinite(loss):
                 nonfinite = True
             loss.backward()
