@@ -113,3 +113,24 @@ def test_headline_prints_the_measured_ratio_and_the_fit_apart():
     assert "first/last 10^-0.5 measured" in line
     assert "fit across depth 10^0.6 (R^2 0.31)" in line
     assert f"x{10 ** (0.6 / 11):.3g} per layer" in line
+
+
+def test_snapshots_keep_only_weights_whose_loss_was_finite():
+    from gradprobe.data import load_data
+    from gradprobe.nets.plain import build
+    from gradprobe.spec import load_spec
+    from gradprobe.train import train
+
+    spec = load_spec({"net": {"depth": 4, "width": 16, "activation": "relu",
+                              "init": {"name": "normal", "sigma_w2": 40.0}},
+                      "data": {"name": "iris"}, "train": {"steps": 40, "lr": 50.0}})
+    ds = load_data(spec.data)
+    snapshots = FiniteSnapshots(every=1, keep=100)
+    result = train(build(spec.net, ds.in_shape, ds.n_classes), ds, spec.train, probe=False,
+                   callbacks=[snapshots])
+    losses = result.metrics.query("quantity == 'loss'")["value"].tolist()
+    bad = next(i for i, v in enumerate(losses) if not math.isfinite(v))
+    assert result.status == "diverged" and bad >= 2
+    assert [s for s, _ in snapshots.states] == list(range(1, bad))
+    for _, state in snapshots.states:
+        assert all(torch.isfinite(t).all() for t in state.values())

@@ -51,7 +51,8 @@ def train_data(problem: Problem) -> TrainData:
 
 
 class FiniteSnapshots(Callback):
-    """Copies of the weights every ``every`` steps whose loss was finite (the last ``keep``).
+    """Copies of the weights every ``every`` steps whose loss was finite (the last ``keep``;
+    not step 0, whose weights diagnose measures anyway).
 
     Taken after the backward pass, before the update: the weights that gave the finite
     loss. ``states`` holds ``(step, state_dict)`` pairs, oldest first.
@@ -62,7 +63,7 @@ class FiniteSnapshots(Callback):
         self.states: deque[tuple[int, dict[str, torch.Tensor]]] = deque(maxlen=keep)
 
     def after_backward(self, loop: Loop, step: int, loss: float) -> None:
-        if step % self.every == 0:
+        if step > 0 and step % self.every == 0:
             state = {k: v.detach().clone() for k, v in loop.model.state_dict().items()}
             self.states.append((step, state))
 
