@@ -44,7 +44,15 @@ SNAPSHOT_EVERY = 10
 
 
 def train_data(problem: Problem) -> TrainData:
-    """The problem's tensors as :func:`gradprobe.train.train` reads them."""
+    """The problem's tensors as :func:`gradprobe.train.train` reads them.
+
+    Example:
+        >>> import torch
+        >>> from gradprobe.diagnosis.inputs import resolve_problem
+        >>> d = train_data(resolve_problem((torch.randn(8, 3), torch.tensor([0, 1] * 4))))
+        >>> len(d.x_train), len(d.x_test), d.eval_max
+        (8, 0, 8192)
+    """
     x_test = problem.x_test if problem.x_test is not None else problem.x[:0]
     y_test = problem.y_test if problem.y_test is not None else problem.y[:0]
     return TrainData(problem.x, problem.y, x_test, y_test, eval_max=EVAL_MAX)
@@ -56,6 +64,13 @@ class FiniteSnapshots(Callback):
 
     Taken after the backward pass, before the update: the weights that gave the finite
     loss. ``states`` holds ``(step, state_dict)`` pairs, oldest first.
+
+    Example:
+        >>> snapshots = FiniteSnapshots(every=10)
+        >>> run = train_run(net, problem, steps=60, lr=2.0,
+        ...                 callbacks=[snapshots])                    # doctest: +SKIP
+        >>> [step for step, _ in snapshots.states]                    # doctest: +SKIP
+        [30, 40, 50]
     """
 
     def __init__(self, every: int = SNAPSHOT_EVERY, keep: int = 3) -> None:
