@@ -22,20 +22,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-#: The finding kinds; names are fixed (the API, the CLI's JSON and the docs use them).
-KINDS = (
-    "vanishing_gradient",
-    "exploding_gradient",
-    "dead_relu",
-    "activation_saturation",
-    "poor_init_scale",
-    "training_stall",
-    "underfitting",
-    "divergence",
-)
-GRADIENT_KINDS = ("vanishing_gradient", "exploding_gradient")
 Kind = Literal[
     "vanishing_gradient",
     "exploding_gradient",
@@ -46,8 +34,11 @@ Kind = Literal[
     "underfitting",
     "divergence",
 ]
+#: The finding kinds; names are fixed (the API, the CLI's JSON and the docs use them).
+KINDS: tuple[str, ...] = get_args(Kind)
+GRADIENT_KINDS = ("vanishing_gradient", "exploding_gradient")
 Severity = Literal["info", "warning", "error"]
-SEVERITIES = ("info", "warning", "error")
+SEVERITIES: tuple[str, ...] = get_args(Severity)
 
 #: The causes a gradient finding can name (``evidence["responsible"]``).
 CAUSES = ("activation derivative", "weight scale", "depth", "dead units", "normalisation")
