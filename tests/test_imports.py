@@ -25,7 +25,7 @@ ROOT = "gradprobe"
 # The key is the longest dotted prefix after "gradprobe." that matches.
 LAYERS: list[tuple[str, ...]] = [
     ("_version", "errors", "spec", "nets", "data", "native"),
-    ("probe", "record"),
+    ("probe", "record", "outputs"),
     ("train", "integrations"),
     ("store", "api"),
     ("theory",),

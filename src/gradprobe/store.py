@@ -37,11 +37,12 @@ from typing import Any
 import pandas as pd
 
 from gradprobe.errors import UserError
+from gradprobe.record import COLUMNS
 
 DEFAULT_STORE = Path("runs") / "gradprobe.sqlite"
 RUN_STATUSES = ("running", "complete", "diverged", "failed", "interrupted")
 SUMMARY_COLUMNS = ("final_loss", "final_train_accuracy", "final_test_accuracy")
-METRIC_COLUMNS = ["step", "layer", "depth", "quantity", "value"]
+METRIC_COLUMNS = list(COLUMNS)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

@@ -18,6 +18,8 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
+from gradprobe import record
+
 ACTIVATION_QUANTITIES = ("mean_sq_derivative", "saturated_fraction", "dead_unit_fraction")
 
 
@@ -44,10 +46,8 @@ def per_layer(frame: pd.DataFrame, step: int) -> pd.DataFrame:
     if at.empty:
         return pd.DataFrame()
     is_act = at["quantity"].isin(ACTIVATION_QUANTITIES + ("inactive_fraction",))
-    weights = at[~is_act].pivot_table(index=["depth", "layer"], columns="quantity",
-                                      values="value", aggfunc="first").reset_index()
-    acts = at[is_act].pivot_table(index="depth", columns="quantity", values="value",
-                                  aggfunc="first")
+    weights = record.layer_table(at[~is_act])
+    acts = record.layer_table(at[is_act], index=("depth",)).set_index("depth")
     return weights.merge(acts, left_on="depth", right_index=True, how="left").sort_values("depth")
 
 
