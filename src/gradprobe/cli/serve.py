@@ -1,0 +1,57 @@
+"""``gradprobe serve``: the playground, a local web app (:mod:`gradprobe.serve`) on uvicorn.
+
+Registered by ``gradprobe.cli`` as ``app.command("serve")(serve_command)``. It binds
+127.0.0.1 unless told otherwise, prints the URL, and opens a browser only with ``--open``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def serve_command(
+    port: int = typer.Option(8765, "--port", min=1, max=65535, help="TCP port."),
+    host: str = typer.Option("127.0.0.1", "--host",
+                             help="Address to bind (0.0.0.0: every interface; no authentication)."),
+    store: Path | None = typer.Option(
+        None, "--store", help="SQLite run store (default: $GRADPROBE_STORE or "
+                              "runs/gradprobe.sqlite)."),
+    max_trainings: int = typer.Option(
+        os.cpu_count() or 1, "--max-trainings", min=1,
+        help="Trainings (and diagnoses) running at once; more are refused. Default: CPU cores."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the page in a browser."),
+) -> None:
+    """Start the playground: theory, live training, diagnosis and repair in the browser."""
+    from gradprobe.errors import UserError
+
+    try:
+        import uvicorn
+
+        from gradprobe.serve import create_app
+    except ImportError as exc:
+        raise UserError(f"gradprobe serve needs {exc.name}: pip install 'gradprobe[serve]'") \
+            from None
+    from gradprobe.cli.app import console, err_console
+
+    app = create_app(store=store, max_running=max_trainings, warm=True)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{port}/"
+    if host not in LOCAL_HOSTS:
+        err_console.print(f"[bold yellow]warning:[/] serving on {host}: anyone who can reach "
+                          "this port can use the page (it has no authentication)",
+                          highlight=False, soft_wrap=True)
+    console.print(f"gradprobe playground: {url}  (Ctrl-C stops it)", highlight=False)
+    if open_browser:
+        import threading
+        import webbrowser
+
+        threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

@@ -1,0 +1,47 @@
+"""A live playground server on 127.0.0.1 (a free port), shut down by the test that used it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+uvicorn = pytest.importorskip("uvicorn", reason="gradprobe[serve] is not installed")
+
+from gradprobe.serve import create_app  # noqa: E402
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: object
+    store: Path
+
+
+@pytest.fixture
+def live_server(tmp_path) -> Iterator[LiveServer]:
+    store = tmp_path / "runs.sqlite"
+    app = create_app(store=store, max_running=2)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield LiveServer(url=f"http://127.0.0.1:{port}", app=app, store=store)
+    finally:
+        for job in app.state.slots.running():
+            job.cancel("test over")
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
