@@ -18,8 +18,8 @@ gets with ``GET /`` (its address when it has none).
 Example:
     >>> from starlette.testclient import TestClient
     >>> client = TestClient(create_app(store=":memory:"))
-    >>> client.post("/api/theory", json={"depth": 0}).json()["error"]
-    'depth: must be between 1 and 100 in the playground, not 0'
+    >>> client.post("/api/theory", json={"depth": 500}).json()["error"]
+    'net.depth: must be from 1 to 100 in the playground, not 500'
 """
 
 from __future__ import annotations

@@ -50,70 +50,61 @@ DEFAULTS: dict[str, Any] = {
     "dataset": "digits", "seed": 0,
 }
 CONTROLS = tuple(DEFAULTS)
-_INTS = ("depth", "width", "batch_size", "steps", "seed")
-_FLOATS = ("sigma_w2", "sigma_b2", "lr")
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "norm": NORMS, "optimizer": OPTIMIZERS, "dataset": BUILTIN_DATASETS,
+#: Where each control lives in the experiment spec (errors name the spec's path, as the CLI).
+PATHS = {
+    "depth": "net.depth", "width": "net.width", "activation": "net.activation",
+    "init": "net.init", "sigma_w2": "net.init", "sigma_b2": "net.bias_init",
+    "norm": "net.norm", "residual": "net.residual", "optimizer": "train.optimizer",
+    "lr": "train.lr", "batch_size": "train.batch_size", "steps": "train.steps",
+    "dataset": "data.name", "seed": "train.seed",
 }
 
 
 def normalize(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The defaults overlaid with ``config`` (strings from a query string are parsed).
+    """The defaults overlaid with ``config``; only the sliders' numbers are parsed here.
 
-    Unknown controls, values of the wrong type and values beyond the playground's caps
-    raise :class:`UserError` with one line.
+    Every other value goes to the spec models as given (a query string's ``"30"`` is
+    coerced there), so a value the CLI rejects gets the CLI's message.
 
     Example:
-        >>> normalize({"depth": "5", "residual": "true"})["residual"]
-        True
+        >>> normalize({"depth": "5", "sigma_w2": "1.5"})["sigma_w2"]
+        1.5
     """
     if not isinstance(config, Mapping):
         raise UserError(f"the configuration must be a JSON object, got {type(config).__name__}")
     unknown = sorted(set(config) - set(CONTROLS))
     if unknown:
         raise UserError(f"unknown control {unknown[0]!r} (allowed: {', '.join(CONTROLS)})")
-    out = dict(DEFAULTS)
-    for key, value in config.items():
-        out[key] = _parse(key, value)
+    out = {**DEFAULTS, **config}
+    for key in ("sigma_w2", "sigma_b2"):
+        out[key] = _slider(key, out[key])
+    if out["dataset"] not in BUILTIN_DATASETS:
+        raise UserError(f"data.name: {out['dataset']!r} is not offered here (allowed: "
+                        f"{', '.join(BUILTIN_DATASETS)}; the playground takes no files)")
     return out
 
 
-def _parse(key: str, value: Any) -> Any:
-    if key in _INTS or key in _FLOATS:
-        number = _number(key, value, integer=key in _INTS)
-        lo, hi = LIMITS[key]
-        if not lo <= number <= hi:
-            raise UserError(f"{key}: must be between {lo:g} and {hi:g} in the playground, "
-                            f"not {value!r}")
-        return number
-    if key == "residual":
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text not in ("true", "false", "1", "0"):
-            raise UserError(f"residual: must be true or false, not {value!r}")
-        return text in ("true", "1")
-    allowed = _CHOICES.get(key) or _registry(key)
-    if not isinstance(value, str) or value not in allowed:
-        raise UserError(f"{key}: unknown value {value!r} (allowed: {', '.join(allowed)})")
-    return value
-
-
-def _registry(key: str) -> tuple[str, ...]:
-    return tuple(activation_names() if key == "activation" else init_names())
-
-
-def _number(key: str, value: Any, *, integer: bool) -> float | int:
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool):
-        raise UserError(f"{key}: must be {kind}, not {value!r}")
+def _slider(key: str, value: Any) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise UserError(f"{key}: must be {kind}, not {value!r}") from None
-    if not math.isfinite(number) or (integer and number != int(number)):
-        raise UserError(f"{key}: must be {kind}, not {value!r}")
-    return int(number) if integer else number
+        number = math.nan
+    lo, hi = LIMITS[key]
+    if isinstance(value, bool) or not lo <= number <= hi:
+        raise UserError(f"{key}: must be a number from {lo:g} to {hi:g}, not {value!r}")
+    return number
+
+
+def _caps(spec: ExperimentSpec) -> None:
+    """The playground's limits on values the spec models accept."""
+    values = {"depth": spec.net.depth, "width": max(spec.net.hidden_widths(), default=1),
+              "lr": spec.train.lr, "batch_size": spec.train.batch_size or 1,
+              "steps": spec.train.steps, "seed": spec.train.seed}
+    for key, value in values.items():
+        lo, hi = LIMITS[key]
+        if not lo <= value <= hi:
+            raise UserError(f"{PATHS[key]}: must be from {lo:g} to {hi:g} in the playground, "
+                            f"not {value!r}")
 
 
 def spec_dict(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,9 +119,11 @@ def spec_dict(config: Mapping[str, Any]) -> dict[str, Any]:
     if init == "normal":
         init = {"name": "normal", "sigma_w2": c["sigma_w2"]}
     elif init == "uniform":
-        init = {"name": "uniform", "bound": math.sqrt(3.0 * c["sigma_w2"] / c["width"])}
+        width = _width(c["width"])
+        init = {"name": "uniform", "bound": math.sqrt(3.0 * c["sigma_w2"] / width)}
     bias: Any = {"name": "normal", "sigma_b2": c["sigma_b2"]} if c["sigma_b2"] > 0 else "zeros"
     steps = c["steps"]
+    every = max(1, int(steps) // 60) if str(steps).isdigit() else 1
     return {
         "name": "playground",
         "net": {"kind": "mlp", "depth": c["depth"], "width": c["width"],
@@ -139,7 +132,7 @@ def spec_dict(config: Mapping[str, Any]) -> dict[str, Any]:
         "data": {"name": c["dataset"]},
         "train": {"optimizer": c["optimizer"], "lr": c["lr"], "steps": steps,
                   "batch_size": c["batch_size"], "seed": c["seed"],
-                  "record_every": max(1, steps // 60), "eval_every": max(1, steps // 40)},
+                  "record_every": every, "eval_every": max(1, every * 3 // 2)},
     }
 
 
@@ -179,12 +172,22 @@ def options() -> dict[str, Any]:
         "optimizers": list(OPTIMIZERS),
         "datasets": list(BUILTIN_DATASETS),
         "limits": {k: list(v) for k, v in LIMITS.items()},
+        "paths": PATHS,
         "defaults": DEFAULTS,
         "presets": presets(),
     }
 
 
+def _width(value: Any) -> float:
+    try:
+        return max(float(value), 1.0)
+    except (TypeError, ValueError):
+        return 1.0  # the spec models report the bad width
+
+
 def check(config: Mapping[str, Any]) -> tuple[dict[str, Any], ExperimentSpec]:
     """``(normalised configuration, spec)``, or :class:`UserError`."""
     flat = normalize(config)
-    return flat, load_spec(spec_dict(flat))
+    spec = load_spec(spec_dict(flat))
+    _caps(spec)
+    return flat, spec

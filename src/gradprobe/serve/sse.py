@@ -49,7 +49,7 @@ async def event_stream(request: Request, job: Job) -> AsyncIterator[str]:
     job.attach()
     last_write = time.monotonic()
     try:
-        yield f"retry: 600000\nevent: hello\ndata: {json.dumps({'job': job.id})}\n\n"
+        yield "retry: 600000\n" + format_event({"type": "hello", "job": job.id})
         while True:
             new = job.events_since(index)
             index += len(new)

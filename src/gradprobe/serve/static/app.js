@@ -56,7 +56,8 @@ function setError(message) {
   box.hidden = !message;
   box.textContent = message || "";
   for (const name of state.options.controls) {
-    control(name).classList.toggle("bad", !!message && message.startsWith(name + ":"));
+    const bad = !!message && [name, state.options.paths[name]].some((p) => message.startsWith(p + ":"));
+    control(name).classList.toggle("bad", bad);
   }
 }
 
