@@ -109,6 +109,7 @@ async function updateTheory() {
 }
 
 function renderTheory(p) {
+  Object.assign($("theory").dataset, { depth: p.depth, activation: p.activation, ms: p.ms });
   $("theory-reason").hidden = p.applies;
   $("theory-reason").textContent = p.applies ? "" :
     "Mean-field theory does not apply here: " + p.reason;
