@@ -221,3 +221,32 @@ def test_assets_come_from_the_package(app):
     assert options["inits"] == init_names()
     for preset in options["presets"].values():
         check(preset)  # every preset is a valid configuration
+
+
+def test_a_client_that_disconnects_mid_stream_cancels_its_job(tmp_path):
+    import httpx
+
+    from .conftest import serve, wait_until
+
+    with serve(tmp_path / "live.sqlite", max_running=1) as live, \
+            httpx.Client(base_url=live.url, timeout=30) as client:
+        client.get("/")
+        job_id = start(client, LONG).json()["job"]
+        with client.stream("GET", f"/api/jobs/{job_id}/events") as response:
+            for line in response.iter_lines():
+                if line.startswith("event: rows"):
+                    break  # leave mid-stream: the connection closes
+        wait_until(lambda: live.running() == 0, 20, "the server to notice")
+        assert live.app.state.slots.get(job_id).cancel_reason == "the page closed"
+        assert start(client, TINY).status_code == 202  # the slot is free again
+
+
+def test_a_job_nobody_watches_is_cancelled():
+    from gradprobe.serve.jobs import Slots
+
+    def work(job):
+        while not job.cancelled:
+            job.wait(0.01)
+
+    job = Slots(1, orphan_s=0.2).start("me", "train", work)
+    assert job.wait(10) and job.cancel_reason == "no page is watching"

@@ -27,7 +27,7 @@ CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None:
     pytest.skip("Chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-LONG = "depth=6&width=16&dataset=iris&steps=5000&batch_size=32"
+LONG = "depth=20&width=64&dataset=iris&steps=5000&batch_size=32"
 
 
 def shot(page, name: str) -> None:
@@ -174,7 +174,7 @@ def test_closing_the_page_mid_run_frees_the_slot(browser, live_server):
 
 
 def test_diagnose_button_lists_findings(page, live_server):
-    open_page(page, live_server, "depth=20&width=16&dataset=iris&steps=20&batch_size=32")
+    open_page(page, live_server, "depth=15&width=32&dataset=iris&steps=20&batch_size=32")
     page.click("#diagnose")
     page.wait_for_function("document.getElementById('job-status').dataset.status "
                            "=== 'complete'", timeout=60_000)
@@ -182,6 +182,8 @@ def test_diagnose_button_lists_findings(page, live_server):
     assert "vanishing_gradient" in page.inner_text("#findings")
     if os.environ.get("GRADPROBE_SCREENSHOTS"):
         page.click("#repair")
+        page.wait_for_function("document.getElementById('job-status').dataset.status "
+                               "=== 'running'")
         page.wait_for_function("document.getElementById('job-status').dataset.status "
                                "=== 'complete'", timeout=120_000)
         shot(page, "diagnosis")

@@ -21,7 +21,7 @@ from typing import Any
 from gradprobe.errors import UserError
 from gradprobe.nets.activations import activation_names
 from gradprobe.nets.init import init_names
-from gradprobe.spec import ExperimentSpec, load_spec
+from gradprobe.spec import ExperimentSpec, TrainSpec, load_spec
 
 #: Data sets the page offers: scikit-learn's and the synthetic ones (never a file path).
 BUILTIN_DATASETS = ("digits", "breast_cancer", "wine", "iris",
@@ -49,6 +49,10 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": "sgd", "lr": 0.05, "batch_size": 128, "steps": 300,
     "dataset": "digits", "seed": 0,
 }
+#: The autopilot callback's switch, offered once the spec has ``train.autopilot``.
+HAS_AUTOPILOT = "autopilot" in TrainSpec.model_fields
+if HAS_AUTOPILOT:
+    DEFAULTS["autopilot"] = False
 CONTROLS = tuple(DEFAULTS)
 #: Where each control lives in the experiment spec (errors name the spec's path, as the CLI).
 PATHS = {
@@ -56,7 +60,7 @@ PATHS = {
     "init": "net.init", "sigma_w2": "net.init", "sigma_b2": "net.bias_init",
     "norm": "net.norm", "residual": "net.residual", "optimizer": "train.optimizer",
     "lr": "train.lr", "batch_size": "train.batch_size", "steps": "train.steps",
-    "dataset": "data.name", "seed": "train.seed",
+    "dataset": "data.name", "seed": "train.seed", "autopilot": "train.autopilot",
 }
 
 
@@ -123,6 +127,7 @@ def spec_dict(config: Mapping[str, Any]) -> dict[str, Any]:
         init = {"name": "uniform", "bound": math.sqrt(3.0 * c["sigma_w2"] / width)}
     bias: Any = {"name": "normal", "sigma_b2": c["sigma_b2"]} if c["sigma_b2"] > 0 else "zeros"
     steps = c["steps"]
+    extra = {"autopilot": c["autopilot"]} if HAS_AUTOPILOT else {}
     every = max(1, int(steps) // 60) if str(steps).isdigit() else 1
     return {
         "name": "playground",
@@ -132,7 +137,7 @@ def spec_dict(config: Mapping[str, Any]) -> dict[str, Any]:
         "data": {"name": c["dataset"]},
         "train": {"optimizer": c["optimizer"], "lr": c["lr"], "steps": steps,
                   "batch_size": c["batch_size"], "seed": c["seed"],
-                  "record_every": every, "eval_every": max(1, every * 3 // 2)},
+                  "record_every": every, "eval_every": max(1, every * 3 // 2), **extra},
     }
 
 
@@ -150,7 +155,7 @@ def presets() -> dict[str, dict[str, Any]]:
     sigmoid = {**base, "activation": "sigmoid", "init": "xavier_normal"}
     tanh = {**base, "activation": "tanh", "init": "normal", "sigma_b2": 0.05}
     crit = float(critical_sigma_w2("tanh", sigma_b2=0.05))
-    return {
+    found = {
         "30-layer sigmoid, Xavier": sigmoid,
         "+ batch norm": {**sigmoid, "norm": "batch"},
         "+ residual": {**sigmoid, "residual": True},
@@ -159,6 +164,9 @@ def presets() -> dict[str, dict[str, Any]]:
         "tanh, critical": {**tanh, "sigma_w2": round(crit, 4)},
         "tanh, chaotic": {**tanh, "sigma_w2": 4.0},
     }
+    if HAS_AUTOPILOT:
+        found["autopilot"] = {**sigmoid, "autopilot": True}
+    return found
 
 
 def options() -> dict[str, Any]:

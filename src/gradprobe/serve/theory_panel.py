@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from gradprobe.errors import UserError
-from gradprobe.spec import DataSpec, ExperimentSpec
+from gradprobe.spec import DataSpec, ExperimentSpec, NetSpec
 
 DIAGRAM_W = 64  # sigma_w2 grid points
 DIAGRAM_B = 41  # sigma_b2 grid points
@@ -91,13 +91,24 @@ def warm(activations: Iterable[str]) -> threading.Thread:
 
 
 def theory_update(spec: ExperimentSpec) -> dict[str, Any]:
-    """The panel's content for ``spec`` (see the module docstring); ``ms`` is its cost."""
+    """The panel's content for ``spec`` (see the module docstring); ``ms`` is its cost.
+
+    Panels are cached by network and data set: training controls (learning rate, steps,
+    seed, ...) do not change the theory, and going back to a configuration costs nothing.
+    """
+    start = time.perf_counter()
+    out = dict(_panel(spec.net.model_dump_json(), spec.data.name))
+    out["ms"] = 1000 * (time.perf_counter() - start)
+    return out
+
+
+@lru_cache(maxsize=256)
+def _panel(net_json: str, dataset: str) -> dict[str, Any]:
     from gradprobe.theory import predict_network
 
-    start = time.perf_counter()
-    net = spec.net
+    net = NetSpec.model_validate_json(net_json)
     act = net.activation.name
-    in_features, n_classes = data_shape(spec.data.name)
+    in_features, n_classes = data_shape(dataset)
     out: dict[str, Any] = {"activation": act, "depth": net.depth, "applies": False,
                            "reason": "", "notes": []}
     try:
@@ -106,7 +117,6 @@ def theory_update(spec: ExperimentSpec) -> dict[str, Any]:
         out["reason"] = str(exc).removeprefix("mean-field theory does not apply: ")
         out["diagram"] = diagram(act)
         out["point"] = None
-        out["ms"] = 1000 * (time.perf_counter() - start)
         return out
     p = pred.prediction
     out["diagram"] = diagram(act, _w_max(p.sigma_w2),
@@ -123,5 +133,4 @@ def theory_update(spec: ExperimentSpec) -> dict[str, Any]:
             # log10 |delta^l| / |delta^L| per weight layer l = 1..L (norms, not squares)
             "log10_signal": [_num(0.5 * v) for v in pred.path.log10_cumulative.tolist()],
         })
-    out["ms"] = 1000 * (time.perf_counter() - start)
     return out

@@ -183,8 +183,8 @@ function addRows(run, rows) {
 
 function scheduleDraw() {
   if (state.drawPending) return;
-  state.drawPending = true;
-  requestAnimationFrame(() => { state.drawPending = false; drawLive(); });
+  state.drawPending = true;  // at most ~5 redraws a second: plotly redraws are not free
+  setTimeout(() => requestAnimationFrame(() => { state.drawPending = false; drawLive(); }), 200);
 }
 
 function lastOf(table) {
@@ -303,7 +303,8 @@ async function startJob(kind) {
   state.job = started.job;
   setBusy(true);
   setStatus(`${kind}: starting`, "running");
-  if (kind !== "train") { $("findings").textContent = ""; $("repairs").tBodies[0].textContent = ""; }
+  if (kind === "diagnose") $("findings").textContent = "";
+  if (kind === "repair") $("repairs").tBodies[0].textContent = "";
   const source = new EventSource(`/api/jobs/${started.job}/events`);
   state.source = source;
   const on = (type, fn) => source.addEventListener(type, (e) => fn(JSON.parse(e.data)));
@@ -360,7 +361,10 @@ function addRepair(row) {
     td.textContent = v;
     tr.append(td);
   }
-  $("repairs").tBodies[0].append(tr);
+  tr.dataset.loss = row.final_loss === null ? Infinity : row.final_loss;
+  const body = $("repairs").tBodies[0];
+  const after = [...body.rows].find((r) => Number(r.dataset.loss) > Number(tr.dataset.loss));
+  body.insertBefore(tr, after || null);  // ranked by final loss, as gp.repair ranks
 }
 
 async function stopJob() {
@@ -379,6 +383,7 @@ async function main() {
   fillSelect(control("optimizer"), o.optimizers);
   fillSelect(control("dataset"), o.datasets);
   fillSelect($("preset"), Object.keys(o.presets));
+  $("autopilot-control").hidden = !o.controls.includes("autopilot");
   $("preset").addEventListener("change", (e) => {
     if (!e.target.value) return;
     writeControls(o.presets[e.target.value]);
