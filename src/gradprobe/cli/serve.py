@@ -12,6 +12,23 @@ from pathlib import Path
 import typer
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+OPEN_DELAY_S = 1.0  # --open: let uvicorn start listening first
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail with one line, before starting anything, when ``host:port`` cannot be bound."""
+    import socket
+
+    from gradprobe.errors import UserError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror} "
+                            "(choose another with --port)") from None
 
 
 def serve_command(
@@ -36,8 +53,13 @@ def serve_command(
     except ImportError as exc:
         raise UserError(f"gradprobe serve needs {exc.name}: pip install 'gradprobe[serve]'") \
             from None
+    import torch
+
     from gradprobe.cli.app import console, err_console
 
+    check_port(host, port)
+    # Trainings run side by side in threads: share the cores instead of oversubscribing them.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max_trainings))
     app = create_app(store=store, max_running=max_trainings, warm=True)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{port}/"
@@ -50,8 +72,5 @@ def serve_command(
         import threading
         import webbrowser
 
-        threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-    try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
-    except OSError as exc:
-        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        threading.Timer(OPEN_DELAY_S, webbrowser.open, args=(url,)).start()
+    uvicorn.run(app, host=host, port=port, log_level="warning")
