@@ -307,7 +307,9 @@ async function startJob(kind) {
   if (kind === "repair") $("repairs").tBodies[0].textContent = "";
   const source = new EventSource(`/api/jobs/${started.job}/events`);
   state.source = source;
-  const on = (type, fn) => source.addEventListener(type, (e) => fn(JSON.parse(e.data)));
+  const on = (type, fn) => source.addEventListener(type, (e) => {
+    if (e.data !== undefined) fn(JSON.parse(e.data));  // "error" is also the browser's own event
+  });
   on("start", (e) => {
     state.run = newRun(e);
     $("run-label").textContent = `${e.label}, run ${e.run_id}`;
