@@ -125,9 +125,14 @@ def test_malformed_and_huge_bodies_are_refused_and_the_server_lives_on(app):
     assert client.post("/api/theory", json=[1, 2]).status_code == 400
     assert client.post("/api/jobs", json={"kind": "train", "extra": 1}).status_code == 400
     assert client.post("/api/jobs", json={"kind": "mine"}).status_code == 400
-    huge = client.post("/api/theory", content=b"{" + b" " * 200_000 + b"}")
+    huge = client.post("/api/theory", content=b"{" + b" " * 200_000 + b"}",
+                       headers={"content-type": "application/json"})
     assert huge.status_code == 413 and "larger than" in huge.json()["error"]
     assert client.get("/api/jobs/nope/events").status_code == 404
+    form = client.post("/api/jobs", content=b'{"kind": "train"}',
+                       headers={"content-type": "text/plain"})  # what a cross-site form sends
+    assert form.status_code == 415 and "must be JSON" in form.json()["error"]
+    assert client.get("/api/theory").status_code == 405
     assert client.get("/static/../app.py").status_code == 404
     assert client.get("/api/options").status_code == 200
 
@@ -140,9 +145,9 @@ def test_one_job_per_client_and_n_at_once(app):
     assert again.status_code == 409 and "one job per client" in again.json()["error"]
     full = start(bob, TINY)
     assert full.status_code == 429 and "slots of this server are busy" in full.json()["error"]
-    assert bob.post(f"/api/jobs/{first.json()['job']}/stop").status_code == 403
+    assert bob.post(f"/api/jobs/{first.json()['job']}/stop", json={}).status_code == 403
     assert alice.get("/api/status").json()["running"] == 1
-    assert alice.post(f"/api/jobs/{first.json()['job']}/stop").status_code == 200
+    assert alice.post(f"/api/jobs/{first.json()['job']}/stop", json={}).status_code == 200
     assert app.state.slots.get(first.json()["job"]).wait(60)
     later = start(bob, TINY)
     assert later.status_code == 202
@@ -154,7 +159,7 @@ def test_stop_ends_the_run_interrupted_in_the_store(app, tmp_path):
     job = start(client, LONG).json()["job"]
     while not any(e["type"] == "rows" for e in app.state.slots.get(job).events_since(0)):
         app.state.slots.get(job).wait(0.05)
-    client.post(f"/api/jobs/{job}/stop")
+    client.post(f"/api/jobs/{job}/stop", json={})
     got = events(client, job)
     result = next(e for e in got if e["type"] == "result")
     assert result["status"] == "interrupted" and result["summary"]["steps_run"] < 5000

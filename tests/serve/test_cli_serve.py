@@ -41,6 +41,12 @@ def test_binds_localhost_by_default_and_prints_the_url(calls, tmp_path):
     assert call["host"] == "127.0.0.1" and call["port"] == port
     assert call["app"].state.slots.max_running == 3
     assert call["app"].state.store == tmp_path / "s.sqlite"
+    from starlette.testclient import TestClient
+
+    web = TestClient(call["app"], base_url=f"http://127.0.0.1:{port}")
+    assert web.get("/api/status").status_code == 200
+    rebound = web.get("/api/status", headers={"host": f"evil.example:{port}"})
+    assert rebound.status_code == 400  # a DNS-rebinding page is refused
 
 
 def test_every_interface_warns_in_one_line(calls):

@@ -60,10 +60,12 @@ def serve_command(
     check_port(host, port)
     # Trainings run side by side in threads: share the cores instead of oversubscribing them.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max_trainings))
-    app = create_app(store=store, max_running=max_trainings, warm=True)
+    local = host in LOCAL_HOSTS
+    app = create_app(store=store, max_running=max_trainings, warm=True,
+                     allowed_hosts=["127.0.0.1", "localhost"] if local else None)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{port}/"
-    if host not in LOCAL_HOSTS:
+    if not local:
         err_console.print(f"[bold yellow]warning:[/] serving on {host}: anyone who can reach "
                           "this port can use the page (it has no authentication)",
                           highlight=False, soft_wrap=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,16 @@ def _client(request: Request) -> str:
     return request.cookies.get(COOKIE) or f"host:{request.client.host if request.client else '-'}"
 
 
+def _require_json(request: Request) -> None:
+    """POSTs must say JSON: a plain cross-site form cannot, so no other site drives the page."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise HTTPError(f"the request must be JSON (content-type application/json), not "
+                        f"{kind or 'none'!r}", 415)
+
+
 async def _json_body(request: Request) -> Any:
+    _require_json(request)
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
         raise HTTPError(f"the request body is larger than {MAX_BODY // 1024} KiB", 413)
@@ -148,6 +158,7 @@ async def events(request: Request) -> Response:
 
 
 async def stop(request: Request) -> Response:
+    _require_json(request)
     job = _job(request)
     if job.client != _client(request):
         raise HTTPError("this job belongs to another page", 403)
@@ -177,13 +188,16 @@ async def _starlette_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(store: str | Path | None = None, max_running: int | None = None,
-               warm: bool = False) -> Starlette:
+               warm: bool = False, allowed_hosts: Sequence[str] | None = None) -> Starlette:
     """The playground app; runs go to ``store`` (None: the CLI's default store).
 
     ``max_running`` caps concurrent jobs (default: the CPU count); ``warm`` computes every
-    activation's phase diagram in the background at once.
+    activation's phase diagram in the background at once; ``allowed_hosts`` refuses requests
+    whose Host header names another host (no DNS rebinding onto a local server).
     """
     from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     routes = [
         Route("/", index),
@@ -195,7 +209,9 @@ def create_app(store: str | Path | None = None, max_running: int | None = None,
         Route("/api/jobs/{job}/stop", stop, methods=["POST"]),
         Route("/api/status", status),
     ]
-    app = Starlette(routes=routes, exception_handlers={
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))] \
+        if allowed_hosts else []
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={
         UserError: _user_error, HTTPError: _http_error, Busy: _http_error,
         HTTPException: _starlette_error,
     })
