@@ -1,6 +1,6 @@
 """``gradprobe serve``: binding, the warning for every interface, the URL, --open, bad ports.
 
-uvicorn.run is replaced by a recorder: these tests check what the command asks of it.
+uvicorn's ``Server.run`` is replaced by a recorder: the tests check what the command asks.
 """
 
 from __future__ import annotations
@@ -19,7 +19,12 @@ uvicorn = pytest.importorskip("uvicorn", reason="gradprobe[serve] is not install
 @pytest.fixture
 def calls(monkeypatch):
     seen: list[dict] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.append({"app": app, **kw}))
+
+    def run(server, *args, **kwargs):
+        cfg = server.config
+        seen.append({"app": cfg.app, "host": cfg.host, "port": cfg.port, "server": server})
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     return seen
 
 
@@ -84,3 +89,20 @@ def test_a_busy_port_is_one_line_and_exit_code_2(calls):
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert calls == []
+
+
+def test_ctrl_c_cancels_running_jobs_first(calls):
+    import signal
+
+    result = CliRunner().invoke(app, ["serve", "--port", str(free_port())])
+    assert result.exit_code == 0, result.output
+    server, slots = calls[0]["server"], calls[0]["app"].state.slots
+
+    def work(job):
+        while not job.cancelled:
+            job.wait(0.01)
+
+    job = slots.start("me", "train", work)
+    server.handle_exit(signal.SIGINT, None)
+    assert job.wait(10) and job.cancel_reason == "the server stopped"
+    assert server.should_exit

@@ -31,6 +31,21 @@ def check_port(host: str, port: int) -> None:
                             "(choose another with --port)") from None
 
 
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """Ctrl-C first cancels the running jobs: they end as ``interrupted`` in the store,
+        and their event streams end with them, so the server stops gracefully."""
+
+        def handle_exit(self, sig, frame) -> None:  # type: ignore[no-untyped-def]
+            for job in self.config.app.state.slots.running():
+                job.cancel("the server stopped")
+            super().handle_exit(sig, frame)
+
+    return Server
+
+
 def serve_command(
     port: int = typer.Option(8765, "--port", min=1, max=65535, help="TCP port."),
     host: str = typer.Option("127.0.0.1", "--host",
@@ -58,6 +73,7 @@ def serve_command(
     from gradprobe.cli.app import console, err_console
 
     check_port(host, port)
+    _Server = _server_class()  # noqa: N806
     # Trainings run side by side in threads: share the cores instead of oversubscribing them.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max_trainings))
     local = host in LOCAL_HOSTS
@@ -75,4 +91,6 @@ def serve_command(
         import webbrowser
 
         threading.Timer(OPEN_DELAY_S, webbrowser.open, args=(url,)).start()
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=5)
+    _Server(config).run()

@@ -24,10 +24,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,15 @@ async def _starlette_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": getattr(exc, "detail", str(exc))}, status_code=code)
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    """On shutdown, running jobs are cancelled and end as ``interrupted`` in the store."""
+    from starlette.concurrency import run_in_threadpool
+
+    yield
+    await run_in_threadpool(app.state.slots.shutdown)
+
+
 def create_app(store: str | Path | None = None, max_running: int | None = None,
                warm: bool = False, allowed_hosts: Sequence[str] | None = None) -> Starlette:
     """The playground app; runs go to ``store`` (None: the CLI's default store).
@@ -211,7 +221,7 @@ def create_app(store: str | Path | None = None, max_running: int | None = None,
     ]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))] \
         if allowed_hosts else []
-    app = Starlette(routes=routes, middleware=middleware, exception_handlers={
+    app = Starlette(routes=routes, middleware=middleware, lifespan=_lifespan, exception_handlers={
         UserError: _user_error, HTTPError: _http_error, Busy: _http_error,
         HTTPException: _starlette_error,
     })

@@ -137,6 +137,14 @@ class Slots:
         watchdog.start()
         return job
 
+    def shutdown(self, timeout: float = 15.0) -> None:
+        """Cancel every running job and wait (up to ``timeout`` in all) for them to end."""
+        deadline = time.monotonic() + timeout
+        for job in self.running():
+            job.cancel("the server stopped")
+        for job in self.running():
+            job.wait(max(0.0, deadline - time.monotonic()))
+
     def _run(self, job: Job, work: Callable[[Job], None]) -> None:
         try:
             work(job)

@@ -79,9 +79,13 @@ def diagram(activation: str, w_max: float = 4.0, b_max: float = SIGMA_B2_MAX) ->
 
 
 def warm(activations: Iterable[str]) -> threading.Thread:
-    """Compute the default-range diagrams of ``activations`` in a background thread."""
+    """Compute the default-range diagrams of ``activations`` in a background thread (and
+    import what the first training needs)."""
 
     def work() -> None:
+        import gradprobe.probe  # noqa: F401  (the first training's imports, paid now)
+        import gradprobe.train  # noqa: F401
+
         for name in activations:
             diagram(name)
 
