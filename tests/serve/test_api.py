@@ -72,6 +72,21 @@ def test_theory_panel_equals_the_library(app, config):
     assert min(d["sigma_w2"]) <= panel["point"]["sigma_w2"] <= max(d["sigma_w2"])
 
 
+EXTREMES = [{"activation": a, "init": "normal", "sigma_w2": 10, "sigma_b2": 2, "depth": 100,
+             "width": 1} for a in activation_names()] + \
+    [{"activation": "relu", "init": i, "sigma_w2": 0.01, "depth": 2, "width": 512,
+      "dataset": "parity"} for i in init_names()]
+
+
+def test_no_configuration_breaks_the_theory_panel(app):
+    client = client_for(app)
+    for config in EXTREMES:
+        response = client.post("/api/theory", json=config)
+        assert response.status_code == 200, (config, response.text)
+        panel = response.json()
+        assert panel["applies"] or panel["reason"], config  # numbers, or why there are none
+
+
 @pytest.mark.parametrize("change", [{"norm": "batch"}, {"norm": "layer"}, {"residual": True}])
 def test_theory_says_when_it_does_not_apply(app, change):
     panel = client_for(app).post("/api/theory", json={"depth": 10, **change}).json()

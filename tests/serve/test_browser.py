@@ -119,6 +119,8 @@ def test_training_streams_grows_and_stops_interrupted(page, live_server):
                            "=== 'interrupted'")
     with Store(live_server.store) as db:
         assert db.run(run_id)["status"] == "interrupted"
+    overlay = page.locator("#overlays label")
+    assert overlay.count() == 1 and run_id in overlay.inner_text()  # ready to compare
     assert page.errors == []
 
 
