@@ -154,6 +154,7 @@ def test_a_bad_value_shows_the_one_line_error(page, live_server):
     assert page.inner_text("#error") == expected
     assert "net.depth" in expected and "\n" not in expected
     assert "bad" in page.get_attribute("#c-depth", "class")
+    assert "stale" in page.get_attribute("#theory", "class")  # old numbers are marked
     page.click("#train")  # refused with the same line, nothing started
     assert page.inner_text("#error") == expected
     assert live_server.running() == 0

@@ -99,11 +99,15 @@ async function updateTheory() {
   try {
     panel = await api("/api/theory", state.config);
   } catch (err) {
-    if (seq === state.theorySeq) setError(err.message);
+    if (seq === state.theorySeq) {
+      setError(err.message);
+      $("theory").classList.add("stale");  // what it shows is for the last valid values
+    }
     return;
   }
   if (seq !== state.theorySeq) return;  // a newer change already asked
   setError("");
+  $("theory").classList.remove("stale");
   state.theory = panel;
   renderTheory(panel);
 }
