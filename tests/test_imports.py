@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sweeps", "diagnosis", "measure"),
     ("report",),
     ("",),  # the root package: the public API, resolved lazily
-    ("app",),
+    ("app", "serve"),
     ("cli", "__main__"),
 ]
 

@@ -12,13 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
+from gradprobe.cli.console import console, err_console
 from gradprobe.errors import UserError
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 class _Group(TyperGroup):

@@ -70,7 +70,7 @@ def serve_command(
             from None
     import torch
 
-    from gradprobe.cli.app import console, err_console
+    from gradprobe.cli.console import console, err_console
 
     check_port(host, port)
     _Server = _server_class()  # noqa: N806
