@@ -15,7 +15,8 @@ gradprobe derives from it (DESIGN.md, "one catalogue of module kinds"):
 * ``kinks`` and ``closed``: where phi' jumps and which closed-form Gaussian moments apply
   (:mod:`gradprobe.theory.gaussian`);
 * ``gain``: the standard init gain (``torch.nn.init.calculate_gain``), used by repair;
-* ``label``: the activation in words, used by reports.
+* ``label``: the activation in words, used by reports;
+* ``functions``: its functional forms (``torch.tanh``, ``x.tanh()``), for theory's tracer.
 
 Adding an activation is one :func:`register_activation` call.
 
@@ -70,12 +71,17 @@ class ActivationEntry:
     read: Callable[[nn.Module], Params] = _no_params
     accepts: Callable[[nn.Module], bool] | None = None  # among entries sharing a type
     output_range: Callable[..., tuple[float, float]] | None = None  # bounded only
-    dphi_from_output: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # phi'(z) from h = phi(z), written into ``out`` when given (h -> d); and
+    # g * phi'(z) from (g, h), written over g (the kernel autograd runs for the module)
+    dphi_from_output: Callable[..., torch.Tensor] | None = None
+    backward_from_output: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     binary_dphi: bool = False  # phi' is 1 where phi(z) != 0, else 0 (ReLU)
     kinks: Callable[..., tuple[float, ...]] = _no_kinks
     closed: Callable[..., tuple[str, float]] | None = None  # (family, parameter)
     gain: Callable[..., float] | None = None
     label: str = ""
+    # functional forms (torch.tanh, F.tanh) and tensor methods ("tanh") theory's tracer reads
+    functions: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if self.dphi is None and self.phi is not None:
@@ -232,21 +238,46 @@ def _one(**params: Any) -> float:
     return 1.0
 
 
+# phi' from the output, in the same floats as dphi (-(h h) + 1 is 1 - h h exactly, as
+# (-h + 1) h is h (1 - h)); in place where ``out`` is given
+def _tanh_from_output(h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.mul(h, h, out=out).neg_().add_(1.0) if out is not None else 1 - h * h
+
+
+def _sigmoid_from_output(h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.neg(h, out=out).add_(1.0).mul_(h) if out is not None else (1 - h) * h
+
+
+def _relu_from_output(h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.gt(h, 0, out=out) if out is not None else (h > 0).to(h.dtype)
+
+
+_aten = torch.ops.aten
+
+
 for _entry in [
     ActivationEntry(
         "sigmoid", nn.Sigmoid, torch.sigmoid,
         lambda x: torch.sigmoid(x) * (1 - torch.sigmoid(x)), lambda: 0.25,
         types=(nn.Sigmoid,), output_range=lambda: (0.0, 1.0),
-        dphi_from_output=lambda h: (1 - h) * h, gain=_one, label="sigmoid",
+        dphi_from_output=_sigmoid_from_output, gain=_one, label="sigmoid",
+        functions=(torch.sigmoid, F.sigmoid, "sigmoid"),
+        backward_from_output=lambda g, h: _aten.sigmoid_backward.grad_input(g, h, grad_input=g),
     ),
     ActivationEntry(
         "tanh", nn.Tanh, torch.tanh, lambda x: 1 - torch.tanh(x) ** 2, _one,
         types=(nn.Tanh,), output_range=lambda: (-1.0, 1.0),
-        dphi_from_output=lambda h: 1 - h * h, gain=lambda: 5.0 / 3.0, label="tanh",
+        dphi_from_output=_tanh_from_output, gain=lambda: 5.0 / 3.0, label="tanh",
+        functions=(torch.tanh, F.tanh, "tanh"),
+        backward_from_output=lambda g, h: _aten.tanh_backward.grad_input(g, h, grad_input=g),
     ),
     ActivationEntry(
         "relu", nn.ReLU, torch.relu, lambda x: (x > 0).to(x.dtype), _one,
         types=(nn.ReLU,), binary_dphi=True, kinks=_kink_at_zero,
+        functions=(torch.relu, F.relu, "relu"),
+        dphi_from_output=_relu_from_output,
+        backward_from_output=lambda g, h: _aten.threshold_backward.grad_input(
+            g, h, 0.0, grad_input=g),
         closed=lambda: ("leaky", 0.0), gain=lambda: math.sqrt(2.0), label="ReLU",
     ),
     ActivationEntry(
@@ -268,22 +299,23 @@ for _entry in [
         lambda alpha=1.0: max(1.0, alpha),
         params={"alpha": 1.0},
         types=(nn.ELU,), read=lambda m: {"alpha": m.alpha}, kinks=_kink_at_zero,
-        label="ELU",
+        label="ELU", functions=(F.elu,),
     ),
     ActivationEntry(
         "selu", nn.SELU, F.selu,
         lambda x: SELU_SCALE * _elu_dphi(x, SELU_ALPHA), lambda: SELU_SCALE * SELU_ALPHA,
         types=(nn.SELU,), kinks=_kink_at_zero, gain=lambda: 0.75, label="SELU",
+        functions=(F.selu,),
     ),
     ActivationEntry(
         "gelu", nn.GELU, F.gelu, _gelu_dphi, lambda: 1.1289,
         types=(nn.GELU,), accepts=lambda m: getattr(m, "approximate", "none") == "none",
-        label="GELU",
+        label="GELU", functions=(F.gelu,),
     ),
     ActivationEntry(
         "silu", nn.SiLU, F.silu,
         lambda x: torch.sigmoid(x) * (1 + x * (1 - torch.sigmoid(x))), lambda: 1.0998,
-        types=(nn.SiLU,), label="SiLU",
+        types=(nn.SiLU,), label="SiLU", functions=(F.silu,),
     ),
     ActivationEntry(
         "softplus",
@@ -291,13 +323,13 @@ for _entry in [
         _softplus, _softplus_dphi, _one,
         params={"beta": 1.0, "threshold": 20.0},
         types=(nn.Softplus,), read=lambda m: {"beta": m.beta, "threshold": m.threshold},
-        label="softplus",
+        label="softplus", functions=(F.softplus,),
     ),
     ActivationEntry(
         "erf", Erf, torch.erf,
         lambda x: (2 / math.sqrt(math.pi)) * torch.exp(-x * x), lambda: 2 / math.sqrt(math.pi),
         types=(Erf,), output_range=lambda: (-1.0, 1.0), closed=lambda: ("erf", 0.0),
-        label="erf",
+        label="erf", functions=(torch.erf, "erf"),
     ),
     ActivationEntry(
         "hardtanh",
