@@ -25,15 +25,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gradprobe.probe.quantities import QUANTITIES, evaluate, is_update, present, with_next
+from gradprobe.probe import quantities as definitions
+from gradprobe.probe.quantities import evaluate, is_update, present, with_next
 from gradprobe.sweeps.stacked import Pass, StackedMLP, safe_norm
 
 LAYER_PRIMITIVES = ("w_norm", "w_grad", "b_grad", "y_sum", "y_norm", "g_norm", "gin_norm")
 ACT_PRIMITIVES = ("d_norm", "nonzero", "alive", "sat_low", "sat_high")
 
-LAYER_QS = [q for q in QUANTITIES if q.target == "layer" and not is_update(q)]
-ACT_QS = [q for q in QUANTITIES if q.target == "activation"]
-UPDATE_QS = [q for q in QUANTITIES if is_update(q)]
 
 
 def primitives(
@@ -149,21 +147,25 @@ class RowLayout:
 
     def __init__(self, n_layers: int, is_bounded: np.ndarray) -> None:
         names = [f"block{i}.linear" for i in range(1, n_layers)] + ["head"]
+        every = definitions.QUANTITIES  # all of them, in the probe's order
+        self.layer_qs = [q for q in every if q.target == "layer" and not is_update(q)]
+        self.act_qs = [q for q in every if q.target == "activation"]
+        self.update_qs = [q for q in every if is_update(q)]
         self.have = _have(n_layers, is_bounded)
-        layer_mask = {q.name: present(q, self.have[0]) for q in LAYER_QS + UPDATE_QS}
-        act_mask = {q.name: present(q, self.have[1]) for q in ACT_QS}
+        layer_mask = {q.name: present(q, self.have[0]) for q in self.layer_qs + self.update_qs}
+        act_mask = {q.name: present(q, self.have[1]) for q in self.act_qs}
         self.keys: list[tuple[str, int, str]] = []
         masks: list[np.ndarray] = []
         for i in range(n_layers):
-            for q in LAYER_QS:
+            for q in self.layer_qs:
                 self.keys.append((names[i], i + 1, q.name))
                 masks.append(layer_mask[q.name][i])
             if i < n_layers - 1:
-                for q in ACT_QS:
+                for q in self.act_qs:
                     self.keys.append((f"block{i + 1}.act", i + 1, q.name))
                     masks.append(act_mask[q.name][i])
         for i in range(n_layers):
-            for q in UPDATE_QS:
+            for q in self.update_qs:
                 self.keys.append((names[i], i + 1, q.name))
                 masks.append(layer_mask[q.name][i])
         self.emitted = np.stack(masks)  # (rows, M)
@@ -172,16 +174,16 @@ class RowLayout:
     def values(self, p: dict[str, np.ndarray], batch: int, widths: list[int]) -> np.ndarray:
         """(rows, M) values of one recorded step from its host reductions."""
         layer, act = layer_arrays(p, batch, np.asarray(widths, dtype=np.float64))
-        q = evaluate(LAYER_QS + UPDATE_QS, layer, self.have[0])
-        q.update(evaluate(ACT_QS, act, self.have[1]))
+        q = evaluate(self.layer_qs + self.update_qs, layer, self.have[0])
+        q.update(evaluate(self.act_qs, act, self.have[1]))
         m = len(self.have[0]["w_norm"][0])
         full = {name: np.broadcast_to(v, mask.shape if mask.ndim else (1, m))
                 for name, (v, mask) in q.items()}
         rows = []
         for i in range(self.n_layers):
-            rows += [full[qq.name][i] for qq in LAYER_QS]
+            rows += [full[qq.name][i] for qq in self.layer_qs]
             if i < self.n_layers - 1:
-                rows += [full[qq.name][i] for qq in ACT_QS]
+                rows += [full[qq.name][i] for qq in self.act_qs]
         for i in range(self.n_layers):
-            rows += [full[qq.name][i] for qq in UPDATE_QS]
+            rows += [full[qq.name][i] for qq in self.update_qs]
         return np.stack(rows)

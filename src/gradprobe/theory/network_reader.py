@@ -76,6 +76,15 @@ def module_activation(module: nn.Module) -> Moments | None:
     return moments(entry.name, params)
 
 
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's tracer, with every catalogued module kept whole (a user's activation
+    module is one step, not the operations inside it)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return (entry_for_module(m) is not None or weight_kind(m) is not None
+                or super().is_leaf_module(m, qualname))
+
+
 def _function_activation(target: Any) -> str | None:
     """The catalogue name of a traced functional call (``torch.tanh``, ``x.tanh()``)."""
     for entry in catalogue():
@@ -176,13 +185,13 @@ def inspect_network(model: nn.Module) -> NetworkInfo:
     order: list[tuple[str, nn.Module]] = []  # (name, module) of every step, forward order
     mods_by_name = dict(model.named_modules())
     try:
-        gm = torch.fx.symbolic_trace(model)
+        graph = _Tracer().trace(model)
     except Exception as exc:  # noqa: BLE001 - any tracing failure is reported as a reason
-        gm = None
+        graph = None
         problems.add("trace", f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
-    if gm is not None:
+    if graph is not None:
         mods = dict(model.named_modules())
-        for node in gm.graph.nodes:
+        for node in graph.nodes:
             if node.op in ("placeholder", "output"):
                 continue
             users = [u for u in node.users if not (u.op == "call_method" and u.target == "size")]
