@@ -34,7 +34,7 @@ from torch import nn
 from gradprobe.diagnosis.inputs import model_device
 from gradprobe.nets.activations import entry_for_module, get_activation
 from gradprobe.nets.layers import is_norm, weight_kind
-from gradprobe.nets.plain import Residual
+from gradprobe.nets.plain import Residual, weight_layers
 from gradprobe.probe.handlers import activation_handler, classify
 
 
@@ -52,11 +52,6 @@ def _parent(root: nn.Module, name: str) -> tuple[nn.Module, str]:
 def _set(root: nn.Module, name: str, module: nn.Module) -> None:
     parent, child = _parent(root, name)
     setattr(parent, child, module)
-
-
-def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(qualified name, module) of every Linear/Conv layer, registration order."""
-    return [(n, m) for n, m in model.named_modules() if weight_kind(m) is not None]
 
 
 def forward_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, torch.Size]]:

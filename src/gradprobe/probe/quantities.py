@@ -216,44 +216,37 @@ class SaturatedFraction(Quantity):
         return ratio(np.add(p["sat_low"], p["sat_high"]), p["numel"])
 
 
-class SaturatedLowFraction(Quantity):
+class _CountFraction(Quantity):
+    """A count over the entries (or units) of an activation: ``primitives[0] / [1]``."""
+
+    unit, target = "fraction of entries", "activation"
+
+    def formula(self, p: Arrays) -> np.ndarray:
+        return ratio(p[self.primitives[0]], p[self.primitives[1]])
+
+
+class SaturatedLowFraction(_CountFraction):
     """Fraction of outputs near the lower asymptote (sigmoid: h < 0.05; tanh: h < -0.9)."""
 
-    name, unit, target = "saturated_low_fraction", "fraction of entries", "activation"
-    primitives = ("sat_low", "numel")
-
-    def formula(self, p: Arrays) -> np.ndarray:
-        return ratio(p["sat_low"], p["numel"])
+    name, primitives = "saturated_low_fraction", ("sat_low", "numel")
 
 
-class SaturatedHighFraction(Quantity):
+class SaturatedHighFraction(_CountFraction):
     """Fraction of outputs near the upper asymptote (sigmoid: h > 0.95; tanh: h > 0.9)."""
 
-    name, unit, target = "saturated_high_fraction", "fraction of entries", "activation"
-    primitives = ("sat_high", "numel")
-
-    def formula(self, p: Arrays) -> np.ndarray:
-        return ratio(p["sat_high"], p["numel"])
+    name, primitives = "saturated_high_fraction", ("sat_high", "numel")
 
 
-class InactiveFraction(Quantity):
+class InactiveFraction(_CountFraction):
     """Fraction of entries with phi'(z) == 0 exactly."""
 
-    name, unit, target = "inactive_fraction", "fraction of entries", "activation"
-    primitives = ("zero", "numel")
-
-    def formula(self, p: Arrays) -> np.ndarray:
-        return ratio(p["zero"], p["numel"])
+    name, primitives = "inactive_fraction", ("zero", "numel")
 
 
-class DeadUnitFraction(Quantity):
+class DeadUnitFraction(_CountFraction):
     """Fraction of units (entries of one sample) with phi' == 0 on every sample."""
 
-    name, unit, target = "dead_unit_fraction", "fraction of units", "activation"
-    primitives = ("dead", "units")
-
-    def formula(self, p: Arrays) -> np.ndarray:
-        return ratio(p["dead"], p["units"])
+    name, unit, primitives = "dead_unit_fraction", "fraction of units", ("dead", "units")
 
 
 #: Every quantity, in the order rows appear in ``Probe.frame()``.
