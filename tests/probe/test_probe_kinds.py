@@ -128,3 +128,16 @@ def test_a_probe_entered_twice_raises_and_the_outer_one_works() -> None:
     assert "weight_factor" in set(probe.frame().quantity)
     with probe:  # usable again once the outer block ended
         pass
+
+
+def test_per_layer_table_keeps_new_activation_quantities_off_layer_rows() -> None:
+    from gradprobe.report.tables import per_layer
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), nn.Linear(8, 8), nn.Tanh(),
+                          nn.Linear(8, 1))
+    frame = one_step(model, torch.randn(6, 4)).frame()
+    table = per_layer(frame, 0)
+    assert table["depth"].tolist() == [1, 2, 3]
+    assert table["layer"].tolist() == ["0", "2", "4"]
+    want = frame.query("layer == '1' and quantity == 'saturated_low_fraction'").value.item()
+    assert table.set_index("depth").loc[1, "saturated_low_fraction"] == want
