@@ -141,3 +141,23 @@ def test_per_layer_table_keeps_new_activation_quantities_off_layer_rows() -> Non
     assert table["layer"].tolist() == ["0", "2", "4"]
     want = frame.query("layer == '1' and quantity == 'saturated_low_fraction'").value.item()
     assert table.set_index("depth").loc[1, "saturated_low_fraction"] == want
+
+
+def test_registered_plumbing_is_not_unknown_and_threshold_is_checked() -> None:
+    from gradprobe.nets import layers
+    from gradprobe.probe import register_plumbing
+
+    class Shuffle(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flip(-1)
+
+    model = nn.Sequential(nn.Linear(4, 4), Shuffle(), nn.Linear(4, 1))
+    with pytest.raises(ValueError, match="Shuffle"):
+        gp.Probe(model, on_unknown="raise")
+    register_plumbing(Shuffle)
+    try:
+        assert gp.Probe(model, on_unknown="raise").unknown_layers == []
+    finally:
+        layers._PLUMBING.discard(Shuffle)
+    with pytest.raises(ValueError, match=r"saturation_threshold .* \(0, 0.5\)"):
+        gp.Probe(model, saturation_threshold=0.7)

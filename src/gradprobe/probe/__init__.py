@@ -13,6 +13,7 @@ from gradprobe.probe.handlers import (
     register_activation_module,
     register_between,
     register_layer,
+    register_plumbing,
 )
 from gradprobe.probe.probe import FRAME_COLUMNS, Probe, ProbeInUse
 from gradprobe.probe.quantities import QUANTITY_NAMES, SATURATION_THRESHOLD
@@ -33,5 +34,6 @@ __all__ = [
     "register_activation_module",
     "register_between",
     "register_layer",
+    "register_plumbing",
     "summarize",
 ]

@@ -164,6 +164,11 @@ def register_between(cls: type) -> None:
     kinds.register_norm(cls)
 
 
+def register_plumbing(cls: type) -> None:
+    """Mark a parameter-free module type as plumbing: not measured, never unknown."""
+    kinds.register_plumbing(cls)
+
+
 def layer_handler(module: nn.Module) -> LayerHandler | None:
     """The weight-layer handler for ``module``, or ``None``."""
     return kinds.weight_kind(module)

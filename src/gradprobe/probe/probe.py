@@ -107,6 +107,11 @@ class Probe(Capture, Updates):
             raise ValueError(f"on_unknown must be 'warn' or 'raise', got {on_unknown!r}")
         self.model = model
         self.every = every
+        if not 0.0 < float(saturation_threshold) < 0.5:
+            raise ValueError(
+                f"saturation_threshold must be a fraction of the output range in (0, 0.5), "
+                f"got {saturation_threshold!r}"
+            )
         self.saturation_threshold = float(saturation_threshold)
         self._quantities: tuple[Quantity, ...] = select(
             list(quantities) if quantities is not None else None
