@@ -30,6 +30,14 @@ from torch import nn
 from gradprobe.nets import activations as catalogue
 from gradprobe.nets import layers as kinds
 from gradprobe.nets.layers import WeightKind as LayerHandler
+from gradprobe.nets.layers import register_norm as register_between
+from gradprobe.nets.layers import register_plumbing
+
+__all__ = [
+    "ActivationHandler", "AutogradActivation", "CatalogueActivation", "LayerHandler",
+    "RegistryActivation", "activation_handler", "classify", "is_between", "layer_handler",
+    "register_activation_module", "register_between", "register_layer", "register_plumbing",
+]
 
 # --------------------------------------------------------------------------------------
 # activations
@@ -157,16 +165,6 @@ def register_activation_module(
             f"{cls.__name__} already has an activation handler (use overwrite=True)"
         )
     _OVERRIDES[cls] = handler
-
-
-def register_between(cls: type) -> None:
-    """Mark a parametrised module type as known and not measured per layer."""
-    kinds.register_norm(cls)
-
-
-def register_plumbing(cls: type) -> None:
-    """Mark a parameter-free module type as plumbing: not measured, never unknown."""
-    kinds.register_plumbing(cls)
 
 
 def layer_handler(module: nn.Module) -> LayerHandler | None:
