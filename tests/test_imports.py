@@ -39,10 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
 # Upward imports known when this test was written, each to be removed by the change that
 # fixes it (issue 11: the probe stops importing integrations). A listed import that is gone
 # fails too, so the list cannot go stale.
-KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    ("gradprobe.probe.probe", "gradprobe.integrations.tensorboard"):
-        "the probe writes to TensorBoard itself; moving to a callback (issue 11)",
-}
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 
 # Beyond the layers: the theory reads records and specs, it never measures or trains a model

@@ -41,11 +41,6 @@ from gradprobe.record import profile_at, smooth_loss
 from gradprobe.store import Store
 
 #: Words for registry names in figure legends.
-ACTIVATION_WORDS = {
-    "sigmoid": "sigmoid", "tanh": "tanh", "relu": "ReLU", "leaky_relu": "LeakyReLU",
-    "elu": "ELU", "selu": "SELU", "gelu": "GELU", "silu": "SiLU", "softplus": "softplus",
-    "erf": "erf", "hardtanh": "hardtanh", "linear": "linear",
-}
 INIT_WORDS = {
     "xavier_normal": "Xavier", "xavier_uniform": "Xavier uniform", "he_normal": "He",
     "he_uniform": "He uniform", "lecun_normal": "LeCun", "orthogonal": "orthogonal",
@@ -132,9 +127,14 @@ def init_words(init: Any) -> str:
 
 
 def activation_words(activation: Any) -> str:
-    """An activation in words: ``ReLU``, ``LeakyReLU(0.1)``."""
+    """An activation in words (its catalogue label): ``ReLU``, ``LeakyReLU(0.1)``."""
+    from gradprobe.nets.activations import get_activation
+
     name, params = _choice(activation)
-    words = ACTIVATION_WORDS.get(name, name)
+    try:
+        words = get_activation(name).label or name
+    except ValueError:  # a name the catalogue does not know (an old store): as it is
+        words = name
     if params:
         words += "(" + ", ".join(_num(v) for v in params.values()) + ")"
     return words
