@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep_throughput.py
 
 figures: $(STAMP)
-	$(BIN)/python -m gradprobe.report.readme_figures --out docs/img
+	$(BIN)/python -m gradprobe.app.readme_figures --out docs/img
 
 clean:
 	rm -rf $(VENV) runs reports .pytest_cache

@@ -10,8 +10,8 @@ import re
 import pytest
 from typer.testing import CliRunner
 
+from gradprobe.app.demo import QUICK, sweep_specs
 from gradprobe.cli import app
-from gradprobe.demo import QUICK, sweep_specs
 from gradprobe.store import Store
 
 SECTIONS = [

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from gradprobe._version import __version__ as __version__
 
 # Public names resolved lazily, so `import gradprobe` (and the CLI) stays fast and one
 # optional part failing to import never breaks the others.
@@ -31,6 +31,8 @@ _LAZY = {
     "RunResult": ("gradprobe.api", "RunResult"),
     "Store": ("gradprobe.store", "Store"),
     "make_report": ("gradprobe.report.api", "make_report"),
+    "report": ("gradprobe.report", None),
+    "compare_model": ("gradprobe.measure", "compare_model"),
 }
 
 __all__ = sorted(_LAZY)

@@ -37,11 +37,12 @@ from typing import Any
 import pandas as pd
 
 from gradprobe.errors import UserError
+from gradprobe.record import COLUMNS
 
 DEFAULT_STORE = Path("runs") / "gradprobe.sqlite"
 RUN_STATUSES = ("running", "complete", "diverged", "failed", "interrupted")
 SUMMARY_COLUMNS = ("final_loss", "final_train_accuracy", "final_test_accuracy")
-METRIC_COLUMNS = ["step", "layer", "depth", "quantity", "value"]
+METRIC_COLUMNS = list(COLUMNS)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -87,9 +88,9 @@ def library_versions() -> dict[str, str]:
     import numpy
     import torch
 
-    import gradprobe
+    from gradprobe._version import __version__
 
-    return {"gradprobe": gradprobe.__version__, "torch": torch.__version__,
+    return {"gradprobe": __version__, "torch": torch.__version__,
             "numpy": numpy.__version__, "python": os.sys.version.split()[0]}
 
 

@@ -1,11 +1,14 @@
 """The gradient-descent loop, with probe recording and convergence figures.
 
-``train`` takes any ``nn.Module`` and a :class:`~gradprobe.data.Dataset`, runs ``steps``
-optimizer steps on minibatches drawn from a seeded generator, and returns a
+``train`` takes any ``nn.Module`` and a :class:`~gradprobe.data.Dataset` (or the lighter
+:class:`TrainData`), runs ``steps`` optimizer steps on minibatches drawn from a seeded
+generator, with :class:`Callback` objects at its hook points, and returns a
 :class:`TrainResult` with tidy metrics: per-step ``loss``; ``train_loss``, ``train_accuracy``,
 ``test_loss``, ``test_accuracy`` every ``eval_every`` steps; and, every ``record_every``
-steps, every probe quantity per layer. NaN/Inf in the loss stops the run and marks it
-``diverged``: a finding, not a crash.
+steps, every probe quantity per layer (the record, :mod:`gradprobe.record`). NaN/Inf in the
+loss, or a loss function raising on non-finite model output, stops the run and marks it
+``diverged`` at that step: a finding, not a crash. Models may return tensors, dicts or
+objects with ``.logits``/``.loss``, in any floating dtype (:mod:`gradprobe.outputs`).
 
 Determinism: the same model, data and spec give bitwise-identical metrics on the CPU.
 
@@ -28,14 +31,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from gradprobe.data import Dataset
 from gradprobe.errors import UserError
+from gradprobe.outputs import (
+    LossFn,
+    cast_inputs,
+    compute_loss,
+    evaluate,
+    loss_function,
+    model_dtype,
+)
+from gradprobe.record import smooth_loss, tidy_frame
 from gradprobe.spec import TrainSpec
 
 StepCallback = Callable[[int, float], None]
@@ -74,20 +84,6 @@ def make_optimizer(params: Any, spec: TrainSpec) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=spec.lr)
 
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def loss_function(kind: str, n_classes: int) -> LossFn:
-    """Cross-entropy on logits, or mean squared error against one-hot targets."""
-    if kind == "cross_entropy":
-        return F.cross_entropy
-
-    def mse(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(output, F.one_hot(labels, n_classes).to(output.dtype))
-
-    return mse
-
-
 class BatchSampler:
     """Minibatches by reshuffled epochs from a seeded generator (``None``: full batch)."""
 
@@ -108,20 +104,6 @@ class BatchSampler:
         idx = self._order[self._pos : self._pos + self.batch_size]
         self._pos += self.batch_size
         return idx
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
-) -> tuple[float, float]:
-    """(loss, accuracy) of ``model`` on ``(x, y)`` in eval mode."""
-    if len(x) == 0:
-        return math.nan, math.nan
-    was_training = model.training
-    model.eval()
-    out = model(x)
-    model.train(was_training)
-    return float(loss_fn(out, y)), float((out.argmax(dim=1) == y).float().mean())
 
 
 class Callback:
@@ -189,55 +171,133 @@ class Loop:
 
 
 class ProbeCallback(Callback):
-    """Records :class:`gradprobe.Probe` quantities every ``every`` steps (and the last)."""
+    """Records :class:`gradprobe.Probe` quantities every ``every`` steps (and the last).
 
-    def __init__(self, every: int) -> None:
+    Framework callbacks (:mod:`gradprobe.integrations.lightning`) drive the same object
+    through :meth:`start`, :meth:`step` and :meth:`finish` from their own hooks.
+    """
+
+    def __init__(self, every: int, quantities: Sequence[str] | None = None,
+                 on_unknown: str = "warn") -> None:
         self.every = every
+        self.quantities = list(quantities) if quantities is not None else None
+        self.on_unknown = on_unknown
         self.probe: Any = None
 
-    def on_train_start(self, loop: Loop) -> None:
+    def build(self, model: nn.Module) -> Any:
+        """The probe on ``model`` (built once; a model without weight layers fails here)."""
         from gradprobe.probe import Probe
 
-        self.probe = Probe(loop.model, every=self.every)
-        self.probe.watch(loop.optimizer)
-        self.probe.attach()
+        if self.probe is None:
+            self.probe = Probe(model, every=self.every, quantities=self.quantities,
+                               on_unknown=self.on_unknown)
+        return self.probe
+
+    def start(self, model: nn.Module, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        """Attach the hooks and watch ``optimizers`` (for ``update_to_weight_ratio``)."""
+        probe = self.build(model)
+        for opt in optimizers:
+            probe.watch(opt)
+        probe.attach()
+
+    def step(self) -> None:
+        """Close one step: gradients are present, the update has not happened yet."""
+        if self.probe is not None and self.probe.attached:
+            self.probe.step()
+
+    def finish(self) -> pd.DataFrame | None:
+        """Detach the hooks; the record so far (None when nothing was built)."""
+        if self.probe is None:
+            return None
+        self.probe.detach()
+        return self.probe.frame()
+
+    def on_train_start(self, loop: Loop) -> None:
+        self.start(loop.model, [loop.optimizer])
 
     def on_step_start(self, loop: Loop, step: int) -> None:
         if step == loop.spec.steps - 1:
             self.probe.force_next()
 
     def after_backward(self, loop: Loop, step: int, loss: float) -> None:
-        self.probe.step()
+        self.step()
 
     def on_end(self, loop: Loop) -> None:
-        if self.probe is not None:
-            self.probe.detach()
-            loop.frames.append(self.probe.frame())
+        frame = self.finish()
+        if frame is not None:
+            loop.frames.append(frame)
+
+
+@dataclass
+class TrainData:
+    """What :func:`train` reads from its data; a :class:`~gradprobe.data.Dataset` has it all.
+
+    Targets may be class labels (int64) or float targets; ``n_classes`` is needed only for
+    the spec's built-in losses (``loss_fn=None``). Whole-set evaluations use at most
+    ``eval_max`` samples of each split (None: all).
+
+    Example:
+        >>> import torch
+        >>> d = TrainData(torch.randn(8, 3), torch.randn(8, 1), torch.empty(0, 3),
+        ...               torch.empty(0, 1))
+        >>> d.n_classes is None
+        True
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int | None = None
+    eval_max: int | None = None
+
+    @classmethod
+    def of(cls, data: Dataset | TrainData) -> TrainData:
+        """``data`` as a TrainData (a Dataset's tensors, unchanged)."""
+        if isinstance(data, TrainData):
+            return data
+        return cls(data.x_train, data.y_train, data.x_test, data.y_test, data.n_classes)
 
 
 def train(
     model: nn.Module,
-    data: Dataset,
+    data: Dataset | TrainData,
     spec: TrainSpec,
     probe: bool = True,
     progress: bool = False,
     on_step: StepCallback | None = None,
     description: str = "training",
     callbacks: Sequence[Callback] = (),
+    *,
+    loss_fn: LossFn | None = None,
+    device: torch.device | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` as ``spec`` says, recording probe quantities.
 
     ``probe=True`` adds a :class:`ProbeCallback` recording every ``spec.record_every``
     steps (and always the last step). ``callbacks`` run after it, in order (see
     :class:`Callback`). ``on_step(step, loss)`` is called after every step.
+
+    ``loss_fn(output, y)`` replaces the spec's loss; the model may return a tensor, a dict or
+    an object with logits/loss (:mod:`gradprobe.outputs`). Floating inputs and targets are
+    cast to the model's floating dtype. ``device`` keeps the model there instead of
+    ``spec.device``. A NaN/Inf loss, or a loss function raising on non-finite model output,
+    stops the run as ``diverged`` at that step.
     """
     torch.manual_seed(spec.seed)  # for any randomness inside the model (dropout, ...)
-    device = resolve_device(spec.device)
+    device = device if device is not None else resolve_device(spec.device)
     model = model.to(device)
     model.train()
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
-    loss_fn = loss_function(spec.loss, data.n_classes)
+    d = TrainData.of(data)
+    dtype = model_dtype(model)
+    x_train, y_train = (cast_inputs(t.to(device), dtype) for t in (d.x_train, d.y_train))
+    x_test, y_test = (cast_inputs(t.to(device), dtype) for t in (d.x_test, d.y_test))
+    evals = (x_train[: d.eval_max], y_train[: d.eval_max],
+             x_test[: d.eval_max], y_test[: d.eval_max])
+    if loss_fn is None:
+        if d.n_classes is None:
+            raise UserError("train: pass loss_fn= for data without n_classes")
+        loss_fn = loss_function(spec.loss, d.n_classes)
     optimizer = make_optimizer(model.parameters(), spec)
     sampler = BatchSampler(len(x_train), spec.batch_size, spec.seed)
     loop = Loop(model=model, optimizer=optimizer, spec=spec, device=device, loss_fn=loss_fn)
@@ -245,7 +305,7 @@ def train(
 
     losses: list[float] = []
     bar = _progress_bar(progress, spec.steps, description)
-    loop.rows += _eval_rows(-1, model, x_train, y_train, x_test, y_test, loss_fn)  # step 0
+    loop.rows += _eval_rows(-1, model, *evals, loss_fn)  # step 0
     try:
         for cb in hooks:
             cb.on_train_start(loop)
@@ -255,7 +315,7 @@ def train(
                 cb.on_step_start(loop, step)
             idx = sampler.next().to(device)
             loop.batch = (x_train[idx], y_train[idx])
-            loss = loss_fn(model(loop.batch[0]), loop.batch[1])
+            loss, _ = compute_loss(model, *loop.batch, loss_fn)
             value = float(loss.detach())
             losses.append(value)
             loop.record(step, "", 0, "loss", value)
@@ -270,7 +330,7 @@ def train(
             for cb in hooks:
                 cb.after_update(loop, step, value)
             if step % spec.eval_every == 0 or last or loop.stopping:
-                rows = _eval_rows(step, model, x_train, y_train, x_test, y_test, loss_fn)
+                rows = _eval_rows(step, model, *evals, loss_fn)
                 loop.rows += rows
                 for cb in hooks:
                     cb.on_eval(loop, step + 1, {r[3]: r[4] for r in rows})
@@ -290,19 +350,14 @@ def train(
 
     status = "complete" if loop.status == "running" else loop.status
     final_step = len(losses)
-    train_loss, train_acc = evaluate(model, x_train, y_train, loss_fn)
-    test_loss, test_acc = evaluate(model, x_test, y_test, loss_fn)
+    final = _eval_rows(final_step - 1, model, *evals, loss_fn)
+    train_loss, train_acc, test_loss, test_acc = (r[4] for r in final)
     if status == "complete" and not math.isfinite(train_loss):
         status = "diverged"
     rows = loop.rows
     if status == "diverged" or spec.steps == 0:  # still record where it ended
-        rows += [
-            (final_step, "", 0, "train_loss", train_loss),
-            (final_step, "", 0, "train_accuracy", train_acc),
-            (final_step, "", 0, "test_loss", test_loss),
-            (final_step, "", 0, "test_accuracy", test_acc),
-        ]
-    frame = pd.DataFrame(rows, columns=["step", "layer", "depth", "quantity", "value"])
+        rows += final
+    frame = tidy_frame(rows)
     if loop.frames:
         frame = pd.concat([frame, *loop.frames], ignore_index=True)
     summary = {
@@ -334,25 +389,12 @@ def _eval_rows(step, model, x_train, y_train, x_test, y_test, loss_fn):
     ]
 
 
-def trailing_mean(values: list[float], window: int) -> np.ndarray:
-    """Mean of each value and up to ``window - 1`` before it (fewer at the start).
-
-    Example:
-        >>> trailing_mean([1.0, 3.0, 5.0, 7.0], 2).tolist()
-        [1.0, 2.0, 4.0, 6.0]
-    """
-    x = np.asarray(values, dtype=np.float64)
-    if len(x) == 0:
-        return x
-    sums = np.convolve(x, np.ones(window))[: len(x)]  # each window summed on its own
-    return sums / np.minimum(np.arange(1, len(x) + 1), window)
-
-
 def convergence_figures(losses: list[float], spec: TrainSpec) -> dict[str, Any]:
     """Steps to reach a loss threshold, and stall detection.
 
-    The loss is smoothed by a trailing mean over 10 steps (minibatch noise would otherwise
-    decide). The threshold is ``spec.loss_threshold`` or half the initial loss.
+    The loss is smoothed by :func:`gradprobe.record.smooth_loss` (a trailing mean over
+    10 steps: minibatch noise would otherwise decide). The threshold is
+    ``spec.loss_threshold`` or half the initial loss.
     ``steps_to_threshold`` is None when never reached. The run ``stalled`` when, over the last
     ``stall_window`` steps, the smoothed loss improved by less than ``stall_tolerance``
     (relative) while still above the threshold.
@@ -360,7 +402,7 @@ def convergence_figures(losses: list[float], spec: TrainSpec) -> dict[str, Any]:
     finite = [v for v in losses if math.isfinite(v)]
     if not finite:
         return {"loss_threshold": None, "steps_to_threshold": None, "stalled": False}
-    smooth = trailing_mean(finite, 10).tolist()
+    smooth = smooth_loss(finite).tolist()
     threshold = spec.loss_threshold if spec.loss_threshold is not None else 0.5 * finite[0]
     reached = next((i for i, v in enumerate(smooth) if v <= threshold), None)
     stalled = False

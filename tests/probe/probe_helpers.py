@@ -231,11 +231,27 @@ def reference_frame(
             "inactive_fraction": zero.double().mean(),
             "dead_unit_fraction": zero.all(0).double().mean(),
         }
-        max_dphi = H.activation_handler(m).max_dphi(m)
-        if max_dphi is not None:
-            vals["saturated_fraction"] = (d.abs() < SATURATION_THRESHOLD * max_dphi).double().mean()
+        span = output_range(m)
+        if span is not None:  # saturation on the output, counted entry by entry
+            lo, hi = span
+            cut = SATURATION_THRESHOLD * (hi - lo)
+            h = y.detach().flatten().tolist()
+            low = sum(v < lo + cut for v in h) / len(h)
+            high = sum(v > hi - cut for v in h) / len(h)
+            vals["saturated_fraction"] = torch.tensor(low + high)
+            vals["saturated_low_fraction"] = torch.tensor(low)
+            vals["saturated_high_fraction"] = torch.tensor(high)
         rows += [(step, names[m], depth, q, float(v.detach())) for q, v in vals.items()]
     return pd.DataFrame(rows, columns=["step", "layer", "depth", "quantity", "value"])
+
+
+def output_range(m: nn.Module) -> tuple[float, float] | None:
+    """The output range of a bounded activation module, written out independently."""
+    if isinstance(m, nn.Hardtanh):  # also ReLU6
+        return m.min_val, m.max_val
+    ranges = {nn.Sigmoid: (0.0, 1.0), nn.Hardsigmoid: (0.0, 1.0), nn.Tanh: (-1.0, 1.0),
+              nn.Softsign: (-1.0, 1.0), Erf: (-1.0, 1.0)}
+    return ranges.get(type(m))
 
 
 def assert_frames_match(got: pd.DataFrame, ref: pd.DataFrame, rtol: float = 1e-5) -> None:

@@ -28,7 +28,7 @@ def test_to_tensorboard_real_writer(tmp_path: Path) -> None:
         probe.step()
     probe.detach()
     writer = SummaryWriter(str(tmp_path))
-    n = probe.to_tensorboard(writer)
+    n = gp.integrations.tensorboard.write_probe(writer, probe)
     writer.close()
     df = probe.frame()
     assert n == len(df)
@@ -57,7 +57,7 @@ def test_to_tensorboard_steps_filter() -> None:
             loss_fn(model(torch.randn(6, 4))).backward()
             probe.step()
     w = Writer()
-    probe.to_tensorboard(w, prefix="p", steps=[1])
+    gp.integrations.tensorboard.write_probe(w, probe, prefix="p", steps=[1])
     assert w.calls and {s for _, _, s in w.calls} == {1}
     assert all(t.startswith("p/") for t, _, _ in w.calls)
 

@@ -174,7 +174,7 @@ def test_quantity_selection_and_unknown_name() -> None:
     assert set(probe.frame().quantity) == {"weight_grad_norm", "backward_signal_norm"}
     with pytest.raises(ValueError, match="unknown quantity 'nope'"):
         gp.Probe(model, quantities=["nope"])
-    assert len(QUANTITY_NAMES) == 15
+    assert len(QUANTITY_NAMES) == 17  # 15 + saturated_low_fraction, saturated_high_fraction
 
 
 def test_autocast_bfloat16_and_channels_last() -> None:

@@ -15,7 +15,8 @@ from gradprobe.train import TrainResult, train
 KEYS = ["step", "layer", "depth", "quantity"]
 # Counts over a batch: one entry crossing a threshold by a rounding error moves them by
 # 1 / (batch * width); everything else is compared relatively.
-FRACTIONS = ("saturated_fraction", "inactive_fraction", "dead_unit_fraction",
+FRACTIONS = ("saturated_fraction", "saturated_low_fraction", "saturated_high_fraction",
+             "inactive_fraction", "dead_unit_fraction",
              "train_accuracy", "test_accuracy")
 RTOL, ATOL = 2e-4, 1e-6
 

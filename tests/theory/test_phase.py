@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gradprobe.errors import UserError
-from gradprobe.theory import critical_sigma_w2, phase_diagram, plot_phase_diagram, predict
+from gradprobe.theory import critical_sigma_w2, phase_diagram, predict
 
 
 def test_critical_line_closed_forms():
@@ -76,20 +76,6 @@ def test_200_by_200_grid_is_fast():
     # Budget 1 s on an idle 2-core CPU (benchmarks/phase_diagram.py prints it); the suite may
     # share the cores, hence the slack here.
     assert data.seconds < 3.0
-
-
-def test_plot_takes_data_and_draws(tmp_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = phase_diagram("tanh", np.linspace(0.5, 3.5, 40), np.linspace(0.0, 0.3, 20))
-    ax = plot_phase_diagram(data)
-    assert ax.get_xlabel() == "sigma_w2" and ax.get_ylabel() == "sigma_b2"
-    ax.figure.savefig(tmp_path / "phase.png")
-    assert (tmp_path / "phase.png").stat().st_size > 1000
-    plt.close("all")
 
 
 def test_bad_grids():

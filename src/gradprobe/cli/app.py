@@ -12,13 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
+from gradprobe.cli.console import console, err_console
 from gradprobe.errors import UserError
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 class _Group(TyperGroup):
@@ -155,7 +152,7 @@ def demo_command(
     quick: bool = typer.Option(False, "--quick", help="A smaller study (for tests)."),
 ) -> None:
     """The main job: a study of gradient vanishing on the digits data."""
-    from gradprobe.demo import run_demo
+    from gradprobe.app.demo import run_demo
 
     run_demo(store=store, out=out, quick=quick, console=console)
 
@@ -164,6 +161,7 @@ def _register_subcommands() -> None:
     """Mount the commands that live in their own modules (each imports its heavy parts lazily)."""
     from gradprobe.cli.diagnose import diagnose_command
     from gradprobe.cli.report import report_command
+    from gradprobe.cli.serve import serve_command
     from gradprobe.cli.sweep import sweep_command
     from gradprobe.cli.theory import theory_app
 
@@ -171,6 +169,7 @@ def _register_subcommands() -> None:
     app.command("sweep")(sweep_command)
     app.command("diagnose")(diagnose_command)
     app.command("report")(report_command)
+    app.command("serve")(serve_command)
 
 
 _register_subcommands()

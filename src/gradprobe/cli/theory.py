@@ -127,7 +127,8 @@ def phase(
     """Draw the (sigma_w2, sigma_b2) phase diagram: chi1, the critical line, |xi_grad|."""
     import numpy as np
 
-    from gradprobe.theory import phase_diagram, plot_phase_diagram
+    from gradprobe.report.theory_figures import plot_phase_diagram
+    from gradprobe.theory import phase_diagram
 
     if not 2 <= n <= 2000:
         raise UserError(f"--n must be between 2 and 2000, not {n}")

@@ -15,22 +15,17 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from gradprobe.diagnosis.evidence import (
-    BATCH_SIZE,
-    N_BATCHES,
-    Evidence,
-    collect_evidence,
-    train_run,
-)
+from gradprobe.diagnosis.evidence import BATCH_SIZE, N_BATCHES, Evidence, collect_evidence
 from gradprobe.diagnosis.findings import DEFAULT_THRESHOLDS, Finding, Thresholds, jsonable
 from gradprobe.diagnosis.inputs import LossFn, Problem, check_model_runs, resolve_problem
-from gradprobe.diagnosis.rules import apply_rules, dead_findings, fmt10, saturation_findings
+from gradprobe.diagnosis.rules import apply_rules, dead_findings, saturation_findings
+from gradprobe.diagnosis.training import FiniteSnapshots, train_run
+from gradprobe.diagnosis.wording import fit_words, fmt10
 from gradprobe.errors import UserError
 
 #: Plain SGD at 0.1 is the default for diagnose's training run and for repair. On digits
@@ -69,13 +64,14 @@ class Diagnosis:
         return next((f for f in self.findings if f.kind == kind), None)
 
     def headline(self) -> str:
-        """One line: the model, the backward signal's change, and theory's prediction."""
+        """One line: the model, the backward signal's change (measured first/last ratio, then
+        the fit across depth with its R^2), and theory's prediction."""
         p = self.evidence.profile
         t = self.evidence.theory
         line = (f"{self.model_name} ({p.n_layers} weight layers) on {self.data_name}: backward "
-                f"signal first/last {fmt10(p.log10_change)}")
-        if p.n_layers > 1 and math.isfinite(p.per_layer) and p.per_layer > 0:
-            line += f" (x{p.per_layer:.3g} per layer)"
+                f"signal first/last {fmt10(p.log10_first_last)} measured")
+        if p.n_layers > 1:
+            line += f"; {fit_words(p)}"
         if t.applies and t.predicted_log10_change is not None:
             line += (f"; theory {fmt10(t.predicted_log10_change)} ({t.activation}, chi1 "
                      f"{t.chi1:.3g}, {t.phase})")
@@ -95,6 +91,8 @@ class Diagnosis:
             "summary": jsonable({
                 "n_layers": p.n_layers,
                 "log10_change": p.log10_change,
+                "log10_first_last": p.log10_first_last,
+                "fit_r2": p.fit_r2,
                 "per_layer_factor": p.per_layer,
                 "theory_applies": self.evidence.theory.applies,
                 "theory_reason": self.evidence.theory.reason,
@@ -180,19 +178,19 @@ def diagnose(
     problem = prepare(model, data, loss_fn)
     evidence = collect_evidence(model, problem, n_batches=n_batches, batch_size=batch_size,
                                 seed=seed)
-    after = None
+    after, when = None, ""
     if steps > 0:
         trained = clone(model)
+        snapshots = FiniteSnapshots()
         evidence.training = train_run(
             trained, problem, steps=steps, lr=lr, optimizer=optimizer,
-            batch_size=batch_size, seed=seed, thresholds=th,
+            batch_size=batch_size, seed=seed, thresholds=th, callbacks=[snapshots],
         )
-        if evidence.training.status == "complete":
-            after = collect_evidence(trained, problem, n_batches=n_batches,
-                                     batch_size=batch_size, seed=seed, theory=False)
+        after, when = _evidence_after(trained, problem, evidence.training, snapshots,
+                                      n_batches=n_batches, batch_size=batch_size, seed=seed)
     findings = apply_rules(evidence, th)
     if after is not None:
-        findings = _merge_after_training(findings, after, evidence.training, th)
+        findings = _merge_after_training(findings, after, when, th)
     notes = list(evidence.notes)
     if not evidence.theory.applies:
         notes.append(f"theory does not apply: {evidence.theory.reason}")
@@ -200,8 +198,30 @@ def diagnose(
                      data_name=problem.name, thresholds=th, notes=notes, evidence_after=after)
 
 
+def _evidence_after(
+    trained: nn.Module, problem: Problem, run: Any, snapshots: FiniteSnapshots, **kw: Any
+) -> tuple[Evidence | None, str]:
+    """Evidence on the trained copy, and when it was taken.
+
+    After a divergence the weights are NaN: the last kept weights whose loss was finite are
+    measured instead (newest first, the first whose evidence is finite), so units that died
+    before the divergence are still reported.
+    """
+    where = f"{run.optimizer}, lr {run.lr:g}"
+    if run.status == "complete":
+        ev = collect_evidence(trained, problem, theory=False, **kw)
+        return ev, f"After {run.steps} training steps ({where})"
+    for step, state in reversed(snapshots.states):
+        trained.load_state_dict(state)
+        ev = collect_evidence(trained, problem, theory=False, **kw)
+        if not ev.profile.nonfinite:
+            return ev, (f"Before the divergence at step {run.diverged_at_step} ({where}), at "
+                        f"step {step}")
+    return None, ""
+
+
 def _merge_after_training(
-    findings: list[Finding], after: Evidence, run: Any, th: Thresholds
+    findings: list[Finding], after: Evidence, when: str, th: Thresholds
 ) -> list[Finding]:
     """Add dead units or saturation that the training run produced (not there before)."""
     have = {f.kind for f in findings}
@@ -209,8 +229,8 @@ def _merge_after_training(
     for f in dead_findings(after, th) + saturation_findings(after, th):
         if f.kind in have:
             continue
-        f.cause = f"After {run.steps} training steps ({run.optimizer}, lr {run.lr:g}): {f.cause}"
-        f.evidence["when"] = f"after {run.steps} training steps"
+        f.cause = f"{when}: {f.cause}"
+        f.evidence["when"] = when[0].lower() + when[1:]
         out.append(f)
     order = {"error": 0, "warning": 1, "info": 2}
     return sorted(out, key=lambda f: order[f.severity])

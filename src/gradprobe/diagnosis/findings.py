@@ -22,20 +22,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-#: The finding kinds; names are fixed (the API, the CLI's JSON and the docs use them).
-KINDS = (
-    "vanishing_gradient",
-    "exploding_gradient",
-    "dead_relu",
-    "activation_saturation",
-    "poor_init_scale",
-    "training_stall",
-    "underfitting",
-    "divergence",
-)
-GRADIENT_KINDS = ("vanishing_gradient", "exploding_gradient")
 Kind = Literal[
     "vanishing_gradient",
     "exploding_gradient",
@@ -46,8 +34,11 @@ Kind = Literal[
     "underfitting",
     "divergence",
 ]
+#: The finding kinds; names are fixed (the API, the CLI's JSON and the docs use them).
+KINDS: tuple[str, ...] = get_args(Kind)
+GRADIENT_KINDS = ("vanishing_gradient", "exploding_gradient")
 Severity = Literal["info", "warning", "error"]
-SEVERITIES = ("info", "warning", "error")
+SEVERITIES: tuple[str, ...] = get_args(Severity)
 
 #: The causes a gradient finding can name (``evidence["responsible"]``).
 CAUSES = ("activation derivative", "weight scale", "depth", "dead units", "normalisation")
@@ -159,6 +150,13 @@ class Thresholds:
         "slow) to 70% (10-layer He ReLU) in that window over 200 steps; a 30-layer sigmoid "
         "MLP by 0.0%.",
     )
+    stall_window_fraction: float = _t(
+        0.5,
+        "training_stall compares the smoothed loss at the end with its best value before "
+        "the last half of the run (this fraction of the steps, at least 2): long enough to "
+        "hold several 10-step smoothing windows at the 50-step minimum, short enough that a "
+        "net which learned early and then stopped is caught.",
+    )
     min_training_steps: float = _t(
         50,
         "training_stall and underfitting are judged only on runs of at least 50 steps: a "
@@ -177,6 +175,19 @@ class Thresholds:
         "divergence without NaN: the smoothed loss rose above 10x its initial value (for "
         "cross-entropy, logits blown up far beyond chance). NaN/Inf anywhere is always "
         "divergence.",
+    )
+    minor_factor_log10: float = _t(
+        0.02,
+        "The cause text names what the between-layer factor holds beyond the activation "
+        "derivative (normalisation, skip paths) only when it changes the signal by at least "
+        "10^0.02 (5%) per layer: below that it is rounding between two measured factors, "
+        "not a mechanism.",
+    )
+    init_name_tolerance: float = _t(
+        0.01,
+        "A critical sigma_w2 within 1% of 2 or 1 is recommended by name (he_normal, "
+        "lecun_normal) rather than as normal(sigma_w2=...): the theory's value carries "
+        "quadrature error of ~1e-6, far inside it, and 1% changes chi1 by 1%.",
     )
     repair_margin: float = _t(
         0.1,
@@ -202,6 +213,8 @@ class Thresholds:
         for lo, hi in pairs:
             if getattr(self, lo) > getattr(self, hi):
                 raise ValueError(f"threshold {lo} must not exceed {hi}")
+        if self.stall_window_fraction >= 1:
+            raise ValueError("threshold stall_window_fraction must be < 1")
         if self.vanishing_warning >= 1 or self.exploding_warning <= 1:
             raise ValueError("vanishing thresholds must be < 1 and exploding ones > 1")
 

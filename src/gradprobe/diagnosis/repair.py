@@ -27,19 +27,19 @@ import pandas as pd
 import torch
 from torch import nn
 
-from gradprobe.diagnosis import surgery
 from gradprobe.diagnosis.diagnosis import DEFAULT_LR, DEFAULT_OPTIMIZER, clone, prepare
-from gradprobe.diagnosis.evidence import (
-    BATCH_SIZE,
-    Evidence,
-    TrainingRun,
-    collect_evidence,
-    train_run,
-)
+from gradprobe.diagnosis.evidence import BATCH_SIZE, Evidence, TrainingRun, collect_evidence
 from gradprobe.diagnosis.findings import DEFAULT_THRESHOLDS, Thresholds, jsonable
 from gradprobe.diagnosis.inputs import LossFn
 from gradprobe.diagnosis.rules import dead_findings, fmt10, gradient_findings
-from gradprobe.diagnosis.surgery import CannotApply
+from gradprobe.diagnosis.surgery import (
+    CannotApply,
+    add_residual,
+    insert_batchnorm,
+    reinitialise,
+    swap_activations,
+)
+from gradprobe.diagnosis.training import train_run
 from gradprobe.errors import UserError
 
 #: Evidence batches per candidate: two keep the gradient columns cheap; the verdict rests
@@ -79,8 +79,8 @@ def _unchanged(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, str]:
 
 def _swap(act: str, init: str, **params: Any) -> Build:
     def build(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, str]:
-        swapped, what = surgery.swap_activations(model, act, **params)
-        out, how = surgery.reinitialise(swapped, init, ctx.seed)
+        swapped, what = swap_activations(model, act, **params)
+        out, how = reinitialise(swapped, init, ctx.seed)
         return out, f"{what}; {how}"
 
     return build
@@ -88,7 +88,7 @@ def _swap(act: str, init: str, **params: Any) -> Build:
 
 def _reinit(init: str) -> Build:
     def build(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, str]:
-        return surgery.reinitialise(model, init, ctx.seed)
+        return reinitialise(model, init, ctx.seed)
 
     return build
 
@@ -101,9 +101,9 @@ def _orthogonal(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, str]:
     if len(kinds) == 1 and next(iter(kinds)) in _GAINS:
         act = next(iter(kinds))
         gain = nn.init.calculate_gain(act, 0.01 if act == "leaky_relu" else None)
-        out, what = surgery.reinitialise(model, "orthogonal", ctx.seed, gain=gain)
+        out, what = reinitialise(model, "orthogonal", ctx.seed, gain=gain)
         return out, f"{what} (torch's gain for {act})"
-    out, what = surgery.reinitialise(model, "orthogonal", ctx.seed, gain=1.0)
+    out, what = reinitialise(model, "orthogonal", ctx.seed, gain=1.0)
     return out, f"{what} (gain 1: no single known activation to take a gain from)"
 
 
@@ -120,15 +120,15 @@ def _critical(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, str]:
             f"{sat:.0%} of its inputs would saturate (limit "
             f"{ctx.thresholds.critical_saturation_limit:.0%})"
         )
-    return surgery.reinitialise(model, "normal", ctx.seed, sigma_w2=float(t.critical_sigma_w2))
+    return reinitialise(model, "normal", ctx.seed, sigma_w2=float(t.critical_sigma_w2))
 
 
 def _batchnorm(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, str]:
-    return surgery.insert_batchnorm(model, ctx.x)
+    return insert_batchnorm(model, ctx.x)
 
 
 def _residual(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, str]:
-    return surgery.add_residual(model, ctx.x)
+    return add_residual(model, ctx.x)
 
 
 #: The candidates, in the order they are tried.

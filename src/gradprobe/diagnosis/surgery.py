@@ -32,11 +32,10 @@ import torch
 from torch import nn
 
 from gradprobe.diagnosis.inputs import model_device
-from gradprobe.nets.plain import Residual
-
-WEIGHT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BN = {nn.Linear: nn.BatchNorm1d, nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d,
-       nn.Conv3d: nn.BatchNorm3d}
+from gradprobe.nets.activations import entry_for_module, get_activation
+from gradprobe.nets.layers import is_norm, weight_kind
+from gradprobe.nets.plain import Residual, weight_layers
+from gradprobe.probe.handlers import activation_handler, classify
 
 
 class CannotApply(Exception):
@@ -53,11 +52,6 @@ def _parent(root: nn.Module, name: str) -> tuple[nn.Module, str]:
 def _set(root: nn.Module, name: str, module: nn.Module) -> None:
     parent, child = _parent(root, name)
     setattr(parent, child, module)
-
-
-def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(qualified name, module) of every Linear/Conv layer, registration order."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, WEIGHT_TYPES)]
 
 
 def forward_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, torch.Size]]:
@@ -98,15 +92,28 @@ def _check_runs(model: nn.Module, x: torch.Tensor, what: str) -> None:
 
 def activation_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Activation modules the probe recognises, with their names."""
-    from gradprobe.probe.handlers import classify
-
     return classify(model)["activations"]
 
 
-def swap_activations(model: nn.Module, name: str, **params: Any) -> tuple[nn.Module, str]:
-    """A copy with every activation module replaced by registry activation ``name``."""
-    from gradprobe.nets.activations import get_activation
+def activation_gain(model: nn.Module) -> tuple[str, float] | None:
+    """(label, init gain) of the model's activation modules when they are all one kind with
+    a gain in the catalogue (``torch.nn.init.calculate_gain``'s values), else ``None``.
 
+    Example:
+        >>> activation_gain(nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 1)))
+        ('tanh', 1.6666666666666667)
+    """
+    found = {}
+    for _, m in activation_modules(model):
+        entry = entry_for_module(m)
+        if entry is None or entry.gain is None:
+            return None
+        found[entry.name] = (entry.label, float(entry.gain(**entry.read(m))))
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
+def swap_activations(model: nn.Module, name: str, **params: Any) -> tuple[nn.Module, str]:
+    """A copy with every activation module replaced by catalogue activation ``name``."""
     entry = get_activation(name)
     params = entry.resolve(params)
     acts = activation_modules(model)
@@ -150,9 +157,7 @@ def reinitialise(
 
 
 def _norm_modules(model: nn.Module) -> list[str]:
-    from gradprobe.probe.handlers import is_between
-
-    return [n for n, m in model.named_modules() if is_between(m)]
+    return [n for n, m in model.named_modules() if is_norm(m)]
 
 
 def insert_batchnorm(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, str]:
@@ -167,7 +172,8 @@ def insert_batchnorm(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, str]
         raise CannotApply("only one weight layer: nothing sits between layers to normalise")
     inserted = []
     for name, layer, shape in order[:-1]:
-        bn_type = _BN.get(type(layer))
+        kind = weight_kind(layer)
+        bn_type = kind.norm if kind is not None else None
         if bn_type is None:
             continue
         if isinstance(layer, nn.Linear) and len(shape) != 2:
@@ -196,14 +202,12 @@ def insert_batchnorm(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, str]
 
 
 def _is_elementwise(m: nn.Module) -> bool:
-    from gradprobe.probe.handlers import activation_handler, is_between
-
-    return (activation_handler(m) is not None or is_between(m)
+    return (activation_handler(m) is not None or is_norm(m)
             or isinstance(m, (nn.Dropout, nn.Identity, nn.AlphaDropout)))
 
 
 def _has_weights(m: nn.Module) -> bool:
-    return any(isinstance(s, WEIGHT_TYPES) for s in m.modules())
+    return any(weight_kind(s) is not None for s in m.modules())
 
 
 def add_residual(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, str]:

@@ -1,7 +1,8 @@
 """Integrations with training tools; each submodule is imported on first use.
 
 * ``gradprobe.integrations.lightning``: :class:`GradProbeCallback` (needs ``lightning``);
-* ``gradprobe.integrations.tensorboard``: :func:`write_frame` (any ``SummaryWriter``).
+* ``gradprobe.integrations.tensorboard``: :func:`write_probe` / :func:`write_frame` (any
+  ``SummaryWriter``).
 
 Example:
     >>> import gradprobe as gp

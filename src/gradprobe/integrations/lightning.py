@@ -2,12 +2,13 @@
 
 Needs ``lightning`` (``pip install 'gradprobe[lightning]'``); ``pytorch_lightning`` works too.
 
-The probe closes one step per optimizer step, in ``on_before_optimizer_step`` (after
-backward, before the update, so gradients and weights are those of the step), watches the
-trainer's optimizers for ``update_to_weight_ratio``, and sends the new rows to the
-trainer's logger as ``{prefix}/{quantity}/{layer}`` at the probe's step index (which is
-the trainer's ``global_step`` of the batch). After ``fit``, ``callback.probe`` holds the
-record.
+The callback drives the training loop's own :class:`~gradprobe.train.ProbeCallback` from
+Lightning's hooks, so both record the same way. The probe closes one step per optimizer
+step, in ``on_before_optimizer_step`` (after backward, before the update, so gradients and
+weights are those of the step), watches the trainer's optimizers for
+``update_to_weight_ratio``, and sends the new rows to the trainer's logger as
+``{prefix}/{quantity}/{layer}`` at the probe's step index (which is the trainer's
+``global_step`` of the batch). After ``fit``, ``callback.probe`` holds the record.
 
 Example:
     >>> from gradprobe.integrations.lightning import GradProbeCallback   # doctest: +SKIP
@@ -34,6 +35,7 @@ except ImportError:  # pragma: no cover - depends on the installed extra
 
 from gradprobe.integrations.tensorboard import tag
 from gradprobe.probe import Probe
+from gradprobe.train import ProbeCallback
 
 
 class GradProbeCallback(pl.Callback):
@@ -66,30 +68,29 @@ class GradProbeCallback(pl.Callback):
         self.log = log
         self.prefix = prefix
         self.on_unknown = on_unknown
-        self.probe: Probe | None = None
+        self.core = ProbeCallback(every, quantities=self.quantities, on_unknown=on_unknown)
         self._stepped = False
         self._cursor = 0
 
+    @property
+    def probe(self) -> Probe | None:
+        """The probe (None before ``fit`` set it up)."""
+        return self.core.probe
+
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if stage == "fit" and self.probe is None:
-            # built here so a model without weight layers fails before training starts
-            self.probe = Probe(
-                pl_module, self.every, quantities=self.quantities, on_unknown=self.on_unknown
-            )
+        if stage == "fit":
+            self.core.build(pl_module)  # a model without weight layers fails before training
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        assert self.probe is not None
-        self.probe.attach()
-        for opt in trainer.optimizers:
-            self.probe.watch(opt)
+        self.core.start(pl_module, trainer.optimizers)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, idx: int) -> None:
         self._stepped = False
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        if self.probe is not None and self.probe.attached and not self._stepped:
+        if not self._stepped:
             self._stepped = True  # one probe step per batch, however many optimizers
-            self.probe.step()
+            self.core.step()
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, idx: int
@@ -107,9 +108,7 @@ class GradProbeCallback(pl.Callback):
             trainer.logger.log_metrics(metrics, step=step)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        if self.probe is not None:
-            self.probe.detach()
+        self.core.finish()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        if self.probe is not None:
-            self.probe.detach()
+        self.core.finish()

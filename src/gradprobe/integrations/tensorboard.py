@@ -6,6 +6,7 @@ groups one quantity's layers in one section.
 
 Example:
     >>> from torch.utils.tensorboard import SummaryWriter          # doctest: +SKIP
+    >>> write_probe(SummaryWriter("runs/probe"), probe)             # doctest: +SKIP
     >>> write_frame(SummaryWriter("runs/probe"), probe.frame())     # doctest: +SKIP
 """
 
@@ -45,3 +46,10 @@ def write_frame(
     if hasattr(writer, "flush"):
         writer.flush()
     return count
+
+
+def write_probe(
+    writer: Any, probe: Any, prefix: str = "gradprobe", steps: Iterable[int] | None = None
+) -> int:
+    """Write a :class:`gradprobe.Probe`'s record (its ``frame()``); returns the count."""
+    return write_frame(writer, probe.frame(), prefix=prefix, steps=steps)

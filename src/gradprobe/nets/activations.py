@@ -1,20 +1,30 @@
-"""Activation registry: one entry per activation name.
+"""The activation catalogue: one entry per activation, everything gradprobe knows about it.
 
-Each entry carries what the rest of gradprobe needs to know about an activation, so the
-knowledge sits in one place (DESIGN.md, "theory sits next to what it describes"):
+An :class:`ActivationEntry` is the single place an activation is described; the rest of
+gradprobe derives from it (DESIGN.md, "one catalogue of module kinds"):
 
-* ``module(**params)``: a fresh ``torch.nn.Module`` for network builders;
-* ``phi(x, **params)``: the elementwise function on tensors, for mean-field integrals;
-* ``dphi(x, **params)``: its derivative (exact formula, kinks take the right-hand value);
-* ``max_dphi(**params)``: the supremum of |phi'|, used by the saturation rule;
-* ``bounded``: whether phi saturates on both sides (sigmoid, tanh, erf, hardtanh), which is
-  when "saturated" is a meaningful notion.
+* ``types`` and ``read``: the torch module type(s) it covers and how to read its
+  parameters off a module instance (``nn.LeakyReLU(0.2)`` -> ``{"slope": 0.2}``); the
+  probe's handlers, theory's network reader and repair find an entry for a module this way;
+* ``module(**params)``: a fresh module for network builders (``None``: the kind is only
+  recognised in user models, not built from a spec);
+* ``phi``, ``dphi``, ``max_dphi``: the function, its derivative (``None``: autograd) and
+  sup |phi'|; ``dphi_from_output``: phi' from h = phi(z) where that is cheaper;
+* ``output_range``: (low, high) of a bounded activation (sigmoid, tanh, ...), which is when
+  "saturated" means something: within 5 % of the range from an asymptote;
+* ``kinks`` and ``closed``: where phi' jumps and which closed-form Gaussian moments apply
+  (:mod:`gradprobe.theory.gaussian`);
+* ``gain``: the standard init gain (``torch.nn.init.calculate_gain``), used by repair;
+* ``label``: the activation in words, used by reports;
+* ``functions``: its functional forms (``torch.tanh``, ``x.tanh()``), for theory's tracer.
+
+Adding an activation is one :func:`register_activation` call.
 
 Example:
     >>> from gradprobe.nets.activations import get_activation
     >>> entry = get_activation("tanh")
-    >>> float(entry.dphi(torch.tensor(0.0)))
-    1.0
+    >>> float(entry.dphi(torch.tensor(0.0))), entry.output_range(), entry.label
+    (1.0, (-1.0, 1.0), 'tanh')
 """
 
 from __future__ import annotations
@@ -32,21 +42,62 @@ SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
 
 TensorFn = Callable[..., torch.Tensor]
+Params = dict[str, Any]
+
+
+def _no_params(module: nn.Module) -> Params:
+    return {}
+
+
+def _no_kinks(**params: Any) -> tuple[float, ...]:
+    return ()
+
+
+def _kink_at_zero(**params: Any) -> tuple[float, ...]:
+    return (0.0,)
 
 
 @dataclass(frozen=True)
 class ActivationEntry:
-    """Everything gradprobe knows about one activation function."""
+    """Everything gradprobe knows about one activation function (see the module doc)."""
 
     name: str
-    module: Callable[..., nn.Module]
-    phi: TensorFn
-    dphi: TensorFn
-    max_dphi: Callable[..., float]
-    bounded: bool = False
-    params: dict[str, Any] = field(default_factory=dict)  # parameter name -> default
+    module: Callable[..., nn.Module] | None
+    phi: TensorFn | None
+    dphi: TensorFn | None
+    max_dphi: Callable[..., float] | None
+    params: Params = field(default_factory=dict)  # parameter name -> default
+    types: tuple[type, ...] = ()
+    read: Callable[[nn.Module], Params] = _no_params
+    accepts: Callable[[nn.Module], bool] | None = None  # among entries sharing a type
+    output_range: Callable[..., tuple[float, float]] | None = None  # bounded only
+    # phi'(z) from h = phi(z), written into ``out`` when given (h -> d); and
+    # g * phi'(z) from (g, h), written over g (the kernel autograd runs for the module)
+    dphi_from_output: Callable[..., torch.Tensor] | None = None
+    backward_from_output: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    binary_dphi: bool = False  # phi' is 1 where phi(z) != 0, else 0 (ReLU)
+    kinks: Callable[..., tuple[float, ...]] = _no_kinks
+    closed: Callable[..., tuple[str, float]] | None = None  # (family, parameter)
+    gain: Callable[..., float] | None = None
+    label: str = ""
+    # functional forms (torch.tanh, F.tanh) and tensor methods ("tanh") theory's tracer reads
+    functions: tuple[Any, ...] = ()
 
-    def resolve(self, params: dict[str, Any] | None) -> dict[str, Any]:
+    def __post_init__(self) -> None:
+        if self.dphi is None and self.phi is not None:
+            object.__setattr__(self, "dphi", autograd_dphi(self.phi))
+
+    @property
+    def bounded(self) -> bool:
+        """Whether phi saturates on both sides (saturation is measured)."""
+        return self.output_range is not None
+
+    @property
+    def buildable(self) -> bool:
+        """Whether specs can name it (builders make its module; theory has its phi)."""
+        return self.module is not None and self.phi is not None
+
+    def resolve(self, params: dict[str, Any] | None) -> Params:
         """Fill defaults and reject unknown parameters."""
         params = dict(params or {})
         unknown = set(params) - set(self.params)
@@ -58,11 +109,18 @@ class ActivationEntry:
             )
         return {**self.params, **params}
 
+    def saturation_levels(self, params: Params, fraction: float) -> tuple[float, float] | None:
+        """(low, high): outputs below low or above high are saturated; None if unbounded.
 
-def _gelu_dphi(x: torch.Tensor) -> torch.Tensor:
-    cdf = 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
-    pdf = torch.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-    return cdf + x * pdf
+        Example:
+            >>> get_activation("sigmoid").saturation_levels({}, 0.05)
+            (0.05, 0.95)
+        """
+        if self.output_range is None:
+            return None
+        lo, hi = self.output_range(**params)
+        span = fraction * (hi - lo)
+        return lo + span, hi - span
 
 
 class Erf(nn.Module):
@@ -80,9 +138,22 @@ _REGISTRY: dict[str, ActivationEntry] = {}
 
 
 def register_activation(entry: ActivationEntry, *, overwrite: bool = False) -> None:
-    """Add an activation to the registry; refuses to replace one unless ``overwrite``."""
+    """Add an activation to the catalogue; refuses to replace one unless ``overwrite``.
+
+    Example:
+        >>> register_activation(ActivationEntry(  # doctest: +SKIP
+        ...     "swish", Swish, F.silu, None, lambda: 1.0998, types=(Swish,), label="Swish"))
+    """
     if entry.name in _REGISTRY and not overwrite:
         raise ValueError(f"activation {entry.name!r} is already registered")
+    if not overwrite:
+        for cls in entry.types:
+            taken = [e.name for e in _REGISTRY.values() if cls in e.types and e.accepts is None]
+            if taken and entry.accepts is None:
+                raise ValueError(
+                    f"{cls.__name__} already belongs to activation {taken[0]!r} "
+                    "(use overwrite=True)"
+                )
     _REGISTRY[entry.name] = entry
 
 
@@ -97,8 +168,47 @@ def get_activation(name: str) -> ActivationEntry:
 
 
 def activation_names() -> list[str]:
-    """Names of all registered activations."""
-    return list(_REGISTRY)
+    """Names of the activations a spec can use (every :attr:`~ActivationEntry.buildable`)."""
+    return [n for n, e in _REGISTRY.items() if e.buildable]
+
+
+def catalogue() -> list[ActivationEntry]:
+    """Every catalogue entry, spec-buildable or recognised in user models only."""
+    return list(_REGISTRY.values())
+
+
+def entry_for_module(module: nn.Module) -> ActivationEntry | None:
+    """The entry covering ``module``'s type (looked up along its MRO), or ``None``.
+
+    Example:
+        >>> entry_for_module(nn.ReLU6()).name   # a Hardtanh subclass
+        'hardtanh'
+    """
+    for cls in type(module).__mro__:
+        hits = [e for e in _REGISTRY.values() if cls in e.types]
+        for entry in hits:
+            if entry.accepts is None or entry.accepts(module):
+                return entry
+    return None
+
+
+def autograd_dphi(phi: TensorFn) -> TensorFn:
+    """phi' of an elementwise ``phi`` by one autograd pass (for entries without a formula)."""
+
+    def dphi(x: torch.Tensor, **params: Any) -> torch.Tensor:
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            y = phi(leaf + 0, **params)
+            (d,) = torch.autograd.grad(y, leaf, torch.ones_like(y))
+        return d
+
+    return dphi
+
+
+def _gelu_dphi(x: torch.Tensor) -> torch.Tensor:
+    cdf = 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+    pdf = torch.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+    return cdf + x * pdf
 
 
 def _leaky_dphi(x: torch.Tensor, slope: float = 0.01) -> torch.Tensor:
@@ -109,18 +219,66 @@ def _elu_dphi(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     return torch.where(x > 0, torch.ones_like(x), alpha * torch.exp(x))
 
 
+def _softplus(x: torch.Tensor, beta: float = 1.0, threshold: float = 20.0) -> torch.Tensor:
+    return F.softplus(x, beta, threshold)
+
+
+def _softplus_dphi(x: torch.Tensor, beta: float = 1.0, threshold: float = 20.0) -> torch.Tensor:
+    # above the threshold torch's module is the identity (phi' = 1)
+    d = torch.sigmoid(beta * x)
+    return torch.where(x * beta > threshold, torch.ones_like(d), d)
+
+
+def _hardtanh_dphi(x: torch.Tensor, min_val: float = -1.0, max_val: float = 1.0
+                   ) -> torch.Tensor:
+    return ((x > min_val) & (x < max_val)).to(x.dtype)
+
+
+def _one(**params: Any) -> float:
+    return 1.0
+
+
+# phi' from the output, in the same floats as dphi (-(h h) + 1 is 1 - h h exactly, as
+# (-h + 1) h is h (1 - h)); in place where ``out`` is given
+def _tanh_from_output(h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.mul(h, h, out=out).neg_().add_(1.0) if out is not None else 1 - h * h
+
+
+def _sigmoid_from_output(h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.neg(h, out=out).add_(1.0).mul_(h) if out is not None else (1 - h) * h
+
+
+def _relu_from_output(h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.gt(h, 0, out=out) if out is not None else (h > 0).to(h.dtype)
+
+
+_aten = torch.ops.aten
+
+
 for _entry in [
     ActivationEntry(
-        "sigmoid", lambda: nn.Sigmoid(), torch.sigmoid,
-        lambda x: torch.sigmoid(x) * (1 - torch.sigmoid(x)), lambda: 0.25, bounded=True,
+        "sigmoid", nn.Sigmoid, torch.sigmoid,
+        lambda x: torch.sigmoid(x) * (1 - torch.sigmoid(x)), lambda: 0.25,
+        types=(nn.Sigmoid,), output_range=lambda: (0.0, 1.0),
+        dphi_from_output=_sigmoid_from_output, gain=_one, label="sigmoid",
+        functions=(torch.sigmoid, F.sigmoid, "sigmoid"),
+        backward_from_output=lambda g, h: _aten.sigmoid_backward.grad_input(g, h, grad_input=g),
     ),
     ActivationEntry(
-        "tanh", lambda: nn.Tanh(), torch.tanh,
-        lambda x: 1 - torch.tanh(x) ** 2, lambda: 1.0, bounded=True,
+        "tanh", nn.Tanh, torch.tanh, lambda x: 1 - torch.tanh(x) ** 2, _one,
+        types=(nn.Tanh,), output_range=lambda: (-1.0, 1.0),
+        dphi_from_output=_tanh_from_output, gain=lambda: 5.0 / 3.0, label="tanh",
+        functions=(torch.tanh, F.tanh, "tanh"),
+        backward_from_output=lambda g, h: _aten.tanh_backward.grad_input(g, h, grad_input=g),
     ),
     ActivationEntry(
-        "relu", lambda: nn.ReLU(), torch.relu,
-        lambda x: (x > 0).to(x.dtype), lambda: 1.0,
+        "relu", nn.ReLU, torch.relu, lambda x: (x > 0).to(x.dtype), _one,
+        types=(nn.ReLU,), binary_dphi=True, kinks=_kink_at_zero,
+        functions=(torch.relu, F.relu, "relu"),
+        dphi_from_output=_relu_from_output,
+        backward_from_output=lambda g, h: _aten.threshold_backward.grad_input(
+            g, h, 0.0, grad_input=g),
+        closed=lambda: ("leaky", 0.0), gain=lambda: math.sqrt(2.0), label="ReLU",
     ),
     ActivationEntry(
         "leaky_relu",
@@ -129,6 +287,9 @@ for _entry in [
         _leaky_dphi,
         lambda slope=0.01: max(1.0, abs(slope)),
         params={"slope": 0.01},
+        types=(nn.LeakyReLU,), read=lambda m: {"slope": m.negative_slope},
+        kinks=_kink_at_zero, closed=lambda slope=0.01: ("leaky", float(slope)),
+        gain=lambda slope=0.01: math.sqrt(2.0 / (1 + slope**2)), label="LeakyReLU",
     ),
     ActivationEntry(
         "elu",
@@ -137,40 +298,87 @@ for _entry in [
         _elu_dphi,
         lambda alpha=1.0: max(1.0, alpha),
         params={"alpha": 1.0},
+        types=(nn.ELU,), read=lambda m: {"alpha": m.alpha}, kinks=_kink_at_zero,
+        label="ELU", functions=(F.elu,),
     ),
     ActivationEntry(
-        "selu", lambda: nn.SELU(), F.selu,
+        "selu", nn.SELU, F.selu,
         lambda x: SELU_SCALE * _elu_dphi(x, SELU_ALPHA), lambda: SELU_SCALE * SELU_ALPHA,
+        types=(nn.SELU,), kinks=_kink_at_zero, gain=lambda: 0.75, label="SELU",
+        functions=(F.selu,),
     ),
-    ActivationEntry("gelu", lambda: nn.GELU(), F.gelu, _gelu_dphi, lambda: 1.1289),
     ActivationEntry(
-        "silu", lambda: nn.SiLU(), F.silu,
+        "gelu", nn.GELU, F.gelu, _gelu_dphi, lambda: 1.1289,
+        types=(nn.GELU,), accepts=lambda m: getattr(m, "approximate", "none") == "none",
+        label="GELU", functions=(F.gelu,),
+    ),
+    ActivationEntry(
+        "silu", nn.SiLU, F.silu,
         lambda x: torch.sigmoid(x) * (1 + x * (1 - torch.sigmoid(x))), lambda: 1.0998,
+        types=(nn.SiLU,), label="SiLU", functions=(F.silu,),
     ),
     ActivationEntry(
         "softplus",
-        lambda beta=1.0: nn.Softplus(beta),
-        lambda x, beta=1.0: F.softplus(x, beta),
-        lambda x, beta=1.0: torch.sigmoid(beta * x),
-        lambda beta=1.0: 1.0,
-        params={"beta": 1.0},
+        lambda beta=1.0, threshold=20.0: nn.Softplus(beta, threshold),
+        _softplus, _softplus_dphi, _one,
+        params={"beta": 1.0, "threshold": 20.0},
+        types=(nn.Softplus,), read=lambda m: {"beta": m.beta, "threshold": m.threshold},
+        label="softplus", functions=(F.softplus,),
     ),
     ActivationEntry(
         "erf", Erf, torch.erf,
         lambda x: (2 / math.sqrt(math.pi)) * torch.exp(-x * x), lambda: 2 / math.sqrt(math.pi),
-        bounded=True,
+        types=(Erf,), output_range=lambda: (-1.0, 1.0), closed=lambda: ("erf", 0.0),
+        label="erf", functions=(torch.erf, "erf"),
     ),
     ActivationEntry(
         "hardtanh",
         lambda min_val=-1.0, max_val=1.0: nn.Hardtanh(min_val, max_val),
         lambda x, min_val=-1.0, max_val=1.0: F.hardtanh(x, min_val, max_val),
-        lambda x, min_val=-1.0, max_val=1.0: ((x > min_val) & (x < max_val)).to(x.dtype),
+        _hardtanh_dphi,
         lambda min_val=-1.0, max_val=1.0: 1.0,
-        bounded=True,
         params={"min_val": -1.0, "max_val": 1.0},
+        types=(nn.Hardtanh,),  # also nn.ReLU6, a Hardtanh subclass
+        read=lambda m: {"min_val": m.min_val, "max_val": m.max_val},
+        output_range=lambda min_val=-1.0, max_val=1.0: (float(min_val), float(max_val)),
+        kinks=lambda min_val=-1.0, max_val=1.0: (float(min_val), float(max_val)),
+        label="hardtanh",
     ),
     ActivationEntry(
-        "linear", Linear, lambda x: x, lambda x: torch.ones_like(x), lambda: 1.0,
+        "linear", Linear, lambda x: x, lambda x: torch.ones_like(x), _one,
+        types=(Linear,), closed=lambda: ("leaky", 1.0), gain=_one, label="linear",
+    ),
+    # Recognised in user models (probe, theory, repair, reports); not built from specs.
+    ActivationEntry(
+        "gelu_tanh", None, lambda x: F.gelu(x, approximate="tanh"), None, None,
+        types=(nn.GELU,), accepts=lambda m: getattr(m, "approximate", "none") == "tanh",
+        label="GELU (tanh)",
+    ),
+    ActivationEntry(
+        "prelu", None, None, None, None, types=(nn.PReLU,), kinks=_kink_at_zero,
+        label="PReLU",
+    ),
+    ActivationEntry(
+        "celu", None, F.celu, None, None, params={"alpha": 1.0},
+        types=(nn.CELU,), read=lambda m: {"alpha": m.alpha}, kinks=_kink_at_zero,
+        label="CELU",
+    ),
+    ActivationEntry("mish", None, F.mish, None, None, types=(nn.Mish,), label="Mish"),
+    ActivationEntry(
+        "hardswish", None, F.hardswish, None, None, types=(nn.Hardswish,),
+        kinks=lambda: (-3.0, 3.0), label="hardswish",
+    ),
+    ActivationEntry(
+        "hardsigmoid", None, F.hardsigmoid, None, lambda: 1.0 / 6.0, types=(nn.Hardsigmoid,),
+        output_range=lambda: (0.0, 1.0), kinks=lambda: (-3.0, 3.0), label="hardsigmoid",
+    ),
+    ActivationEntry(
+        "softsign", None, F.softsign, None, _one, types=(nn.Softsign,),
+        output_range=lambda: (-1.0, 1.0), label="softsign",
+    ),
+    ActivationEntry(
+        "logsigmoid", None, F.logsigmoid, None, _one, types=(nn.LogSigmoid,),
+        label="log-sigmoid",
     ),
 ]:
     register_activation(_entry)

@@ -28,6 +28,7 @@ from torch import nn
 from gradprobe.errors import UserError
 from gradprobe.nets.activations import get_activation
 from gradprobe.nets.init import init_layer_
+from gradprobe.nets.layers import weight_kind
 from gradprobe.spec import NetSpec
 
 
@@ -125,6 +126,6 @@ def build(
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(qualified name, module) of every Linear/Conv layer, in registration order."""
-    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
+    """(qualified name, module) of every weight layer (:mod:`gradprobe.nets.layers`: Linear,
+    Conv1d/2d/3d, registered kinds), in registration order."""
+    return [(n, m) for n, m in model.named_modules() if weight_kind(m) is not None]

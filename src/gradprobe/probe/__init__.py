@@ -7,13 +7,15 @@ Example:
 from gradprobe.probe.handlers import (
     ActivationHandler,
     AutogradActivation,
+    CatalogueActivation,
     LayerHandler,
     RegistryActivation,
     register_activation_module,
     register_between,
     register_layer,
+    register_plumbing,
 )
-from gradprobe.probe.probe import FRAME_COLUMNS, Probe
+from gradprobe.probe.probe import FRAME_COLUMNS, Probe, ProbeInUse
 from gradprobe.probe.quantities import QUANTITY_NAMES, SATURATION_THRESHOLD
 from gradprobe.probe.summary import Summary, summarize
 
@@ -23,12 +25,15 @@ __all__ = [
     "SATURATION_THRESHOLD",
     "ActivationHandler",
     "AutogradActivation",
+    "CatalogueActivation",
     "LayerHandler",
     "Probe",
+    "ProbeInUse",
     "RegistryActivation",
     "Summary",
     "register_activation_module",
     "register_between",
     "register_layer",
+    "register_plumbing",
     "summarize",
 ]

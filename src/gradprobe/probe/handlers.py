@@ -1,17 +1,19 @@
-"""Module type -> handler maps: which modules the probe measures, and how.
+"""Module type -> handler: which modules the probe measures, and how.
 
-Three explicit registries, looked up along the module's MRO (so subclasses such as
-``nn.LazyLinear`` or ``nn.ReLU6`` find their parent's entry):
+Everything derives from the catalogues in :mod:`gradprobe.nets`:
 
-* **weight layers** (``nn.Linear``, ``nn.Conv1d/2d/3d``): measured per layer, get a depth;
-* **activations** (``nn.ReLU``, ``nn.Tanh``, ... and gradprobe's ``Erf`` and ``Linear``):
-  measured through their derivative phi'(z) on their input z;
-* **between layers** (normalisation): parametrised modules that are known and deliberately
-  not measured per layer; their effect shows up in ``between_factor``.
+* **weight layers** (:mod:`gradprobe.nets.layers`): measured per layer, get a depth;
+* **activations** (:mod:`gradprobe.nets.activations`): measured through phi'(z) on their
+  input z and, for bounded ones, their output (saturation). Each catalogue entry gives
+  one :class:`CatalogueActivation`; :func:`register_activation_module` overrides a type;
+* **between layers** (normalisation) and **plumbing** (Dropout, Flatten, pooling, ...):
+  known and deliberately not measured per layer.
 
-Any other module that owns parameters is *unknown*: the probe reports it (warning, or
-error with ``on_unknown="raise"``), never skips it in silence. Register your own layers
-with :func:`register_layer` / :func:`register_activation_module` / :func:`register_between`;
+Any other module that owns parameters, and any other parameter-free leaf module between
+weight layers (``nn.Tanhshrink``, a user's ``Swish``), is *unknown*: the probe reports it
+(warning, or error with ``on_unknown="raise"``), never skips it in silence. Register your
+own with :func:`register_layer`, :func:`register_activation_module` (or a catalogue entry,
+:func:`gradprobe.nets.activations.register_activation`) or :func:`register_between`;
 re-registering a type needs ``overwrite=True``.
 
 Example:
@@ -22,66 +24,35 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 from torch import nn
 
-from gradprobe.nets import activations as act_registry
+from gradprobe.nets import activations as catalogue
+from gradprobe.nets import layers as kinds
+from gradprobe.nets.layers import WeightKind as LayerHandler
+from gradprobe.nets.layers import register_norm as register_between
+from gradprobe.nets.layers import register_plumbing
 
-# --------------------------------------------------------------------------------------
-# weight layers
-
-
-@dataclass(frozen=True)
-class LayerHandler:
-    """How to read one kind of weight layer.
-
-    Args:
-        unbatched_ndim: ndim of the layer's output for an *unbatched* call (Linear: 1,
-            Conv2d: 3). An output with this ndim counts as one sample; otherwise dim 0 is
-            the batch. ``None``: dim 0 is always the batch.
-        weight: attribute name of the weight parameter.
-        bias: attribute name of the bias parameter (``None``: the layer has none).
-    """
-
-    unbatched_ndim: int | None = None
-    weight: str = "weight"
-    bias: str | None = "bias"
-
-    def get_weight(self, module: nn.Module) -> torch.Tensor | None:
-        return getattr(module, self.weight, None)
-
-    def get_bias(self, module: nn.Module) -> torch.Tensor | None:
-        return getattr(module, self.bias, None) if self.bias else None
-
-    def batch_size(self, out: torch.Tensor) -> int:
-        """Number of samples in an output tensor."""
-        if out.ndim == 0 or out.ndim == self.unbatched_ndim:
-            return 1
-        return out.shape[0]
-
-
-_LAYERS: dict[type, LayerHandler] = {
-    nn.Linear: LayerHandler(unbatched_ndim=1),
-    nn.Conv1d: LayerHandler(unbatched_ndim=2),
-    nn.Conv2d: LayerHandler(unbatched_ndim=3),
-    nn.Conv3d: LayerHandler(unbatched_ndim=4),
-}
+__all__ = [
+    "ActivationHandler", "AutogradActivation", "CatalogueActivation", "LayerHandler",
+    "RegistryActivation", "activation_handler", "classify", "is_between", "layer_handler",
+    "register_activation_module", "register_between", "register_layer", "register_plumbing",
+]
 
 # --------------------------------------------------------------------------------------
 # activations
 
 
 class ActivationHandler:
-    """How to get phi'(z) for one kind of activation module.
+    """How to get phi'(z) (and, for bounded activations, phi(z)) for one activation module.
 
-    Subclasses implement :meth:`dphi`; :meth:`max_dphi` returns sup |phi'| for bounded
-    activations (those that saturate, where ``saturated_fraction`` is meaningful) and
-    ``None`` for the others.
+    Subclasses implement :meth:`dphi`; :meth:`max_dphi` returns sup |phi'| and
+    :meth:`output_range` (low, high) for bounded activations (those that saturate), ``None``
+    for the others.
     """
+
+    #: phi' is 1 where the output is nonzero, 0 elsewhere: the probe counts from the output
+    binary = False
 
     def dphi(self, module: nn.Module, z: torch.Tensor) -> torch.Tensor:  # (z.shape)
         raise NotImplementedError
@@ -89,183 +60,159 @@ class ActivationHandler:
     def max_dphi(self, module: nn.Module) -> float | None:
         return None
 
+    def output_range(self, module: nn.Module) -> tuple[float, float] | None:
+        return None
 
-class RegistryActivation(ActivationHandler):
-    """phi' from gradprobe's activation registry, parameters read off the module.
+    def dphi_and_output(self, module: nn.Module, z: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(phi'(z), phi(z)), for saturation; the output by the module's own forward."""
+        return self.dphi(module, z), module.forward(z + 0)
+
+
+class CatalogueActivation(ActivationHandler):
+    """phi' from a catalogue entry, its parameters read off the module.
+
+    Entries without a formula of their own (PReLU) are differentiated through the
+    module's ``forward`` by autograd.
 
     Example:
-        >>> h = RegistryActivation("leaky_relu", lambda m: {"slope": m.negative_slope})
+        >>> h = CatalogueActivation(catalogue.get_activation("leaky_relu"))
         >>> h.dphi(nn.LeakyReLU(0.5), torch.tensor([-1.0, 2.0])).tolist()
         [0.5, 1.0]
     """
 
-    def __init__(
-        self, name: str, params: Callable[[nn.Module], dict[str, Any]] | None = None
-    ) -> None:
-        self.entry = act_registry.get_activation(name)
-        self._params = params or (lambda m: {})
+    def __init__(self, entry: catalogue.ActivationEntry) -> None:
+        self.entry = entry
+        self.binary = entry.binary_dphi
 
     def dphi(self, module: nn.Module, z: torch.Tensor) -> torch.Tensor:
-        return self.entry.dphi(z, **self._params(module))
+        if self.entry.phi is None:
+            return catalogue.autograd_dphi(lambda x: module.forward(x))(z)
+        return self.entry.dphi(z, **self.entry.read(module))  # type: ignore[misc]
 
     def max_dphi(self, module: nn.Module) -> float | None:
-        if not self.entry.bounded:
+        if not self.entry.bounded or self.entry.max_dphi is None:
             return None
-        return float(self.entry.max_dphi(**self._params(module)))
+        return float(self.entry.max_dphi(**self.entry.read(module)))
 
+    def output_range(self, module: nn.Module) -> tuple[float, float] | None:
+        if self.entry.output_range is None:
+            return None
+        return self.entry.output_range(**self.entry.read(module))
 
-class SoftplusActivation(RegistryActivation):
-    """Softplus with torch's ``threshold``: above it the module is the identity (phi' = 1)."""
-
-    def __init__(self) -> None:
-        super().__init__("softplus", lambda m: {"beta": m.beta})
-
-    def dphi(self, module: nn.Module, z: torch.Tensor) -> torch.Tensor:
-        d = super().dphi(module, z)
-        return torch.where(z * module.beta > module.threshold, torch.ones_like(d), d)
+    def dphi_and_output(self, module: nn.Module, z: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        entry = self.entry
+        if entry.phi is None:
+            return super().dphi_and_output(module, z)
+        params = entry.read(module)
+        h = entry.phi(z, **params)
+        if entry.dphi_from_output is not None:
+            return entry.dphi_from_output(h), h
+        return entry.dphi(z, **params), h  # type: ignore[misc]
 
 
 class AutogradActivation(ActivationHandler):
     """phi' by one autograd pass through the module's ``forward`` (any elementwise module).
 
-    Used where no closed form is registered (GELU's tanh approximation, PReLU, Mish, ...).
-    Calls ``module.forward`` directly, so no module hooks fire.
+    For user modules registered with :func:`register_activation_module`. Calls
+    ``module.forward`` directly, so no module hooks fire.
     """
 
-    def __init__(self, max_dphi: float | None = None) -> None:
+    def __init__(self, max_dphi: float | None = None,
+                 output_range: tuple[float, float] | None = None) -> None:
         self._max = max_dphi
+        self._range = output_range
 
     def dphi(self, module: nn.Module, z: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            leaf = z.detach().requires_grad_(True)
-            y = module.forward(leaf + 0)  # +0: a non-leaf, so in-place modules work
-            (d,) = torch.autograd.grad(y, leaf, torch.ones_like(y))
-        return d
+        return catalogue.autograd_dphi(lambda x: module.forward(x))(z)
 
     def max_dphi(self, module: nn.Module) -> float | None:
         return self._max
 
-
-class GeluActivation(ActivationHandler):
-    """Exact GELU from the registry; the tanh approximation through autograd."""
-
-    _exact = RegistryActivation("gelu")
-    _approx = AutogradActivation()
-
-    def dphi(self, module: nn.Module, z: torch.Tensor) -> torch.Tensor:
-        if getattr(module, "approximate", "none") == "none":
-            return self._exact.dphi(module, z)
-        return self._approx.dphi(module, z)
+    def output_range(self, module: nn.Module) -> tuple[float, float] | None:
+        return self._range
 
 
-class ReluActivation(RegistryActivation):
-    """ReLU; the probe uses a mask fast path for it (phi' is 0 or 1)."""
-
-    def __init__(self) -> None:
-        super().__init__("relu")
+def RegistryActivation(name: str, params: object = None) -> CatalogueActivation:  # noqa: N802
+    """The handler of catalogue activation ``name`` (kept for older code)."""
+    return CatalogueActivation(catalogue.get_activation(name))
 
 
-_ACTIVATIONS: dict[type, ActivationHandler] = {
-    nn.Sigmoid: RegistryActivation("sigmoid"),
-    nn.Tanh: RegistryActivation("tanh"),
-    nn.ReLU: ReluActivation(),
-    nn.LeakyReLU: RegistryActivation("leaky_relu", lambda m: {"slope": m.negative_slope}),
-    nn.ELU: RegistryActivation("elu", lambda m: {"alpha": m.alpha}),
-    nn.SELU: RegistryActivation("selu"),
-    nn.GELU: GeluActivation(),
-    nn.SiLU: RegistryActivation("silu"),
-    nn.Softplus: SoftplusActivation(),
-    nn.Hardtanh: RegistryActivation(  # also nn.ReLU6 (a Hardtanh subclass)
-        "hardtanh", lambda m: {"min_val": m.min_val, "max_val": m.max_val}
-    ),
-    act_registry.Erf: RegistryActivation("erf"),
-    act_registry.Linear: RegistryActivation("linear"),
-    nn.PReLU: AutogradActivation(),
-    nn.Mish: AutogradActivation(),
-    nn.Hardswish: AutogradActivation(),
-    nn.Hardsigmoid: AutogradActivation(max_dphi=1.0 / 6.0),
-    nn.Softsign: AutogradActivation(max_dphi=1.0),
-    nn.CELU: AutogradActivation(),
-    nn.LogSigmoid: AutogradActivation(),
-}
-
-# --------------------------------------------------------------------------------------
-# known parametrised modules that sit between weight layers
-
-_BETWEEN: set[type] = {
-    nn.modules.batchnorm._NormBase,  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm*
-    nn.LayerNorm,
-    nn.GroupNorm,
-}
-if hasattr(nn, "RMSNorm"):
-    _BETWEEN.add(nn.RMSNorm)
-
+_OVERRIDES: dict[type, ActivationHandler] = {}
+_LAYERS = kinds._WEIGHTS  # the weight-layer registry, as the probe reads it
+_FROM_CATALOGUE: dict[str, CatalogueActivation] = {}
 
 # --------------------------------------------------------------------------------------
 # registration and lookup
 
 
 def register_layer(cls: type, handler: LayerHandler, *, overwrite: bool = False) -> None:
-    """Treat modules of type ``cls`` as weight layers."""
-    if cls in _LAYERS and not overwrite:
-        raise ValueError(f"{cls.__name__} already has a layer handler (use overwrite=True)")
-    _LAYERS[cls] = handler
+    """Treat modules of type ``cls`` as weight layers (:mod:`gradprobe.nets.layers`)."""
+    kinds.register_weight_layer(cls, handler, overwrite=overwrite)
 
 
 def register_activation_module(
     cls: type, handler: ActivationHandler, *, overwrite: bool = False
 ) -> None:
-    """Treat modules of type ``cls`` as elementwise activations.
+    """Treat modules of type ``cls`` as elementwise activations, measured by ``handler``.
 
     Example:
         >>> register_activation_module(MyAct, AutogradActivation())  # doctest: +SKIP
     """
-    if cls in _ACTIVATIONS and not overwrite:
+    if (cls in _OVERRIDES or any(cls in e.types for e in catalogue.catalogue())) and not overwrite:
         raise ValueError(
             f"{cls.__name__} already has an activation handler (use overwrite=True)"
         )
-    _ACTIVATIONS[cls] = handler
-
-
-def register_between(cls: type) -> None:
-    """Mark a parametrised module type as known and not measured per layer."""
-    _BETWEEN.add(cls)
-
-
-def _lookup(table: dict[type, Any] | set[type], module: nn.Module) -> Any:
-    for cls in type(module).__mro__:
-        if cls in table:
-            return table[cls] if isinstance(table, dict) else cls
-    return None
+    _OVERRIDES[cls] = handler
 
 
 def layer_handler(module: nn.Module) -> LayerHandler | None:
     """The weight-layer handler for ``module``, or ``None``."""
-    return _lookup(_LAYERS, module)
+    return kinds.weight_kind(module)
 
 
 def activation_handler(module: nn.Module) -> ActivationHandler | None:
     """The activation handler for ``module``, or ``None``."""
-    return _lookup(_ACTIVATIONS, module)
+    for cls in type(module).__mro__:
+        if cls in _OVERRIDES:
+            return _OVERRIDES[cls]
+    entry = catalogue.entry_for_module(module)
+    if entry is None:
+        return None
+    handler = _FROM_CATALOGUE.get(entry.name)
+    if handler is None or handler.entry is not entry:
+        handler = _FROM_CATALOGUE[entry.name] = CatalogueActivation(entry)
+    return handler
 
 
 def is_between(module: nn.Module) -> bool:
     """Whether ``module`` is a known between layer (normalisation)."""
-    return _lookup(_BETWEEN, module) is not None
+    return kinds.is_norm(module)
 
 
 def classify(model: nn.Module) -> dict[str, list[tuple[str, nn.Module]]]:
     """Sort a model's submodules into ``layers``, ``activations`` and ``unknown``.
 
-    ``unknown`` holds every module that owns parameters directly and is neither a
-    weight layer, an activation nor a between layer.
+    ``unknown`` holds every module that owns parameters directly and is neither a weight
+    layer, an activation nor a between layer, and every parameter-free leaf module between
+    the first and the last weight layer (registration order) that is none of these and
+    not plumbing.
     """
     out: dict[str, list[tuple[str, nn.Module]]] = {"layers": [], "activations": [], "unknown": []}
-    for name, module in model.named_modules():
+    free: list[tuple[int, str, nn.Module]] = []  # unclassified parameter-free leaves
+    last_layer = -1
+    for i, (name, module) in enumerate(model.named_modules()):
         if layer_handler(module) is not None:
             out["layers"].append((name, module))
+            last_layer = i
         elif activation_handler(module) is not None:
             out["activations"].append((name, module))
-        elif not is_between(module) and any(True for _ in module.parameters(recurse=False)):
+        elif is_between(module) or kinds.is_plumbing(module):
+            continue
+        elif any(True for _ in module.parameters(recurse=False)):
             out["unknown"].append((name, module))
+        elif next(module.children(), None) is None and out["layers"]:
+            free.append((i, name, module))
+    out["unknown"] += [(name, m) for i, name, m in free if i < last_layer]
     return out

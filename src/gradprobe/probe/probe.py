@@ -8,10 +8,8 @@ them into rows ``(step, layer, depth, quantity, value)``.
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Iterable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -19,13 +17,13 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from gradprobe.errors import UserError
 from gradprobe.probe import handlers as H
-from gradprobe.probe.quantities import (
-    SATURATION_THRESHOLD,
-    UNDERFLOW_SUM_SQ,
-    Quantity,
-    select,
-)
+from gradprobe.probe.capture import ActKey, Capture
+from gradprobe.probe.quantities import SATURATION_THRESHOLD, Quantity, select
+from gradprobe.probe.rows import captures, step_rows, update_rows
+from gradprobe.probe.tensors import read_back, sum_sqs
+from gradprobe.probe.updates import Updates
 
 if TYPE_CHECKING:
     from gradprobe.probe.summary import Summary
@@ -33,10 +31,11 @@ if TYPE_CHECKING:
 FRAME_COLUMNS = ["step", "layer", "depth", "quantity", "value"]
 
 
-_ActKey = tuple[nn.Module, int]  # (activation module, depth of the weight layer feeding it)
+class ProbeInUse(UserError):
+    """A Probe entered (attached with ``with``) while already attached."""
 
 
-class Probe:
+class Probe(Capture, Updates):
     """Measure, layer by layer, how the gradient shrinks or grows on its way to the input.
 
     Args:
@@ -46,9 +45,13 @@ class Probe:
             ``t % every == 0``, so step 0 always is).
         quantities: names of the quantities to record (default: all). Hooks that no
             requested quantity needs are not installed.
-        on_unknown: ``"warn"`` (default) or ``"raise"`` for modules that own parameters
-            but have no handler (see :mod:`gradprobe.probe.handlers`).
-        saturation_threshold: |phi'| below this fraction of sup |phi'| counts as saturated.
+        on_unknown: ``"warn"`` (default) or ``"raise"`` for modules the probe cannot
+            classify: modules that own parameters but have no handler, and parameter-free
+            leaf modules between weight layers that are neither activations nor plumbing
+            (see :mod:`gradprobe.probe.handlers`).
+        saturation_threshold: an output of a bounded activation within this fraction of
+            its output range from an asymptote counts as saturated (sigmoid: h < 0.05 or
+            h > 0.95 at the default 0.05).
 
     Scheduling. Hooks are on the model only while a recorded step runs: on other steps the
     model runs exactly as without a probe (no hook is called). A step ends at
@@ -104,32 +107,43 @@ class Probe:
             raise ValueError(f"on_unknown must be 'warn' or 'raise', got {on_unknown!r}")
         self.model = model
         self.every = every
+        if not 0.0 < float(saturation_threshold) < 0.5:
+            raise ValueError(
+                f"saturation_threshold must be a fraction of the output range in (0, 0.5), "
+                f"got {saturation_threshold!r}"
+            )
         self.saturation_threshold = float(saturation_threshold)
         self._quantities: tuple[Quantity, ...] = select(
             list(quantities) if quantities is not None else None
         )
-        self._needs = frozenset().union(*(q.needs for q in self._quantities))
+        self._needs = captures(self._quantities)
 
         parts = H.classify(model)
         self._names: dict[nn.Module, str] = {}
         self._layer_h: dict[nn.Module, H.LayerHandler] = {}
         self._act_h: dict[nn.Module, H.ActivationHandler] = {}
+        self._sat_levels: dict[nn.Module, tuple[float, float]] = {}  # bounded: (low, high)
         for name, m in parts["layers"]:
             self._names[m] = name or "model"
             self._layer_h[m] = H.layer_handler(m)
         for name, m in parts["activations"]:
             self._names[m] = name or "model"
-            self._act_h[m] = H.activation_handler(m)
-        #: ``(qualified name, type name)`` of parametrised modules with no handler.
+            self._act_h[m] = handler = H.activation_handler(m)
+            span = handler.output_range(m)
+            if span is not None:
+                cut = self.saturation_threshold * (span[1] - span[0])
+                self._sat_levels[m] = (span[0] + cut, span[1] - cut)
+        #: ``(qualified name, type name)`` of modules the probe cannot classify.
         self.unknown_layers: list[tuple[str, str]] = [
             (name or "model", type(m).__name__) for name, m in parts["unknown"]
         ]
         if self.unknown_layers:
             listed = ", ".join(f"{n} ({t})" for n, t in self.unknown_layers)
             msg = (
-                f"gradprobe: no handler for parametrised module(s) {listed}; they are not "
-                "measured. Register one with gradprobe.probe.register_layer / "
-                "register_activation_module / register_between."
+                f"gradprobe: no handler for module(s) {listed}; they are not measured. "
+                "Register one with gradprobe.probe.register_layer / "
+                "register_activation_module / register_between, or a catalogue entry "
+                "(gradprobe.nets.activations.register_activation)."
             )
             if on_unknown == "raise":
                 raise ValueError(msg)
@@ -141,6 +155,7 @@ class Probe:
             )
 
         self._attached = False
+        self._entered = False
         self._installed = False
         self._module_hooks: list[RemovableHandle] = []
         self._optimizers: list[torch.optim.Optimizer] = []
@@ -201,9 +216,16 @@ class Probe:
         self._reset_step_state()
 
     def __enter__(self) -> Probe:
+        if self._entered:
+            raise ProbeInUse(
+                "this Probe is already in a `with` block; use it in one `with` at a time "
+                "(or a second Probe)"
+            )
+        self._entered = True
         return self.attach()
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
+        self._entered = False
         self._detach(warn=exc_type is None)  # on an exception, no warning about the step
 
     @property
@@ -305,19 +327,6 @@ class Probe:
         notes = [f"no handler for {n} ({t}): not measured" for n, t in self.unknown_layers]
         return summarize(self.frame(), step=step, layers=self.layers, notes=notes)
 
-    def to_tensorboard(
-        self, writer: Any, prefix: str = "gradprobe", steps: Iterable[int] | None = None
-    ) -> int:
-        """Write the record as scalars ``{prefix}/{quantity}/{layer}``; returns the count.
-
-        Example:
-            >>> from torch.utils.tensorboard import SummaryWriter   # doctest: +SKIP
-            >>> probe.to_tensorboard(SummaryWriter("runs/x"))       # doctest: +SKIP
-        """
-        from gradprobe.integrations.tensorboard import write_frame
-
-        return write_frame(writer, self.frame(), prefix=prefix, steps=steps)
-
     def __repr__(self) -> str:
         state = "attached" if self._attached else "detached"
         return (
@@ -342,7 +351,7 @@ class Probe:
             hooks.append(m.register_forward_hook(self._layer_post))
         if "activation" in self._needs:
             for m, h in self._act_h.items():
-                if isinstance(h, H.ReluActivation):
+                if h.binary:
                     hooks.append(m.register_forward_hook(self._relu_post))
                 else:
                     hooks.append(m.register_forward_pre_hook(self._act_pre))
@@ -361,227 +370,8 @@ class Probe:
         self._tensors: list[torch.Tensor] = []  # 0-d primitives, read back at step()
         self._keys: list[tuple[Any, str]] = []  # (layer or activation key, primitive)
         self._host: dict[Any, dict[str, float]] = {}  # primitives known on the host
-        self._act_keys: list[_ActKey] = []
+        self._act_keys: list[ActKey] = []
         self._gin_edge: dict[nn.Module, tuple[Any, int]] = {}  # layer -> its input's edge
-
-    def _push(self, key: Any, name: str, value: torch.Tensor) -> None:
-        self._tensors.append(value)
-        self._keys.append((key, name))
-
-    def _layer_pre(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        if not torch.is_grad_enabled():
-            return None
-        depth = self._depth.get(module)
-        if depth is None:
-            depth = self._depth[module] = len(self._depth) + 1
-        self._cur_depth = depth
-        if module in self._seen:
-            if not self._warned_shared:
-                self._warned_shared = True
-                warnings.warn(
-                    f"gradprobe: {self._names[module]} ran more than once in a step; only "
-                    "its first call is measured",
-                    stacklevel=2,
-                )
-            return None
-        self._seen.add(module)
-        self._open.add(module)
-        if self._gin_via_node and args:
-            x = args[0]
-            if isinstance(x, torch.Tensor) and x.requires_grad:
-                # dL/dx through this layer (W^T g), not x's total gradient (which may hold
-                # a skip path). Where the node that produced the layer's output consumes x
-                # directly (Linear on 2-D input, Conv: learned on the first recorded step),
-                # one post-hook on that node reads it together with dL/d(output): no extra
-                # autograd node. Otherwise the layer gets an alias of x, whose gradient is
-                # exactly that part.
-                node = x.grad_fn
-                direct = self._direct.get(module)
-                if direct and node is not None:
-                    self._gin_edge[module] = (node, x.output_nr)
-                    return None
-                alias = x.view_as(x)
-                _hook_grad(alias, partial(self._on_grad, module, "gin_sq"))
-                if direct is None and node is not None:
-                    self._gin_edge[module] = (alias.grad_fn, alias.output_nr)
-                return (alias, *args[1:])
-        return None
-
-    def _layer_post(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-        if module not in self._open:
-            return
-        self._open.discard(module)
-        if not isinstance(out, torch.Tensor):
-            return
-        self._host[module] = {
-            "out_batch": self._layer_h[module].batch_size(out),
-            "out_numel": out.numel(),
-        }
-        if "forward" in self._needs:
-            y = out.detach()  # (batch, ...)
-            self._push(module, "out_sum", _sum(y))
-            self._push(module, "out_sq", _sum_sq(y))
-        if "grad_out" in self._needs and out.requires_grad:
-            edge = self._gin_edge.pop(module, None)
-            if edge is not None:
-                i = _input_index(out.grad_fn, edge)
-                if self._direct.get(module) is None:  # learning step: x came as an alias
-                    # direct only if x reaches the node through that one input: its other
-                    # inputs lead to parameters alone (Linear: bias, W^T; Conv: W, bias)
-                    self._direct[module] = i is not None and all(
-                        _params_only(n, edge[0], 3)
-                        for j, (n, _) in enumerate(out.grad_fn.next_functions)  # type: ignore[union-attr]
-                        if j != i
-                    )
-                elif i is not None:
-                    hook = partial(self._on_layer_grads, module, i, out.output_nr)
-                    out.grad_fn.register_hook(hook)  # type: ignore[union-attr]
-                    return
-                else:  # the layer stopped consuming x directly: alias from the next step
-                    self._direct[module] = False
-                    warnings.warn(
-                        f"gradprobe: {self._names[module]}: dL/d(input) not captured at "
-                        f"step {self._step} (weight_factor, between_factor missing)",
-                        stacklevel=2,
-                    )
-            _hook_grad(out, partial(self._on_grad, module, "gout_sq"))
-
-    def _on_grad(self, key: nn.Module, name: str, grad: torch.Tensor) -> None:
-        self._push(key, name, _sum_sq(grad.detach()))
-
-    def _on_layer_grads(
-        self,
-        module: nn.Module,
-        i: int,
-        nr: int,
-        grad_inputs: tuple[torch.Tensor | None, ...],
-        grad_outputs: tuple[torch.Tensor | None, ...],
-    ) -> None:
-        """Post-hook on the node of the layer's output: dL/d(output) and, at input ``i``
-        of the node, dL/dx through the layer."""
-        g, gi = grad_outputs[nr], grad_inputs[i]
-        if g is not None:
-            self._push(module, "gout_sq", _sum_sq(g.detach()))
-        if gi is not None:
-            self._push(module, "gin_sq", _sum_sq(gi.detach()))
-
-    def _act_key(self, module: nn.Module, args: tuple[Any, ...]) -> _ActKey | None:
-        if not torch.is_grad_enabled() or not args or not isinstance(args[0], torch.Tensor):
-            return None
-        key = (module, self._cur_depth)
-        if key in self._seen:
-            return None
-        self._seen.add(key)
-        self._act_keys.append(key)
-        return key
-
-    def _act_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        key = self._act_key(module, args)
-        if key is None:
-            return
-        z = args[0].detach()  # (batch, ...) pre-activation, before an in-place module runs
-        batched = self._count_units(key, z)
-        handler = self._act_h[module]
-        d = handler.dphi(module, z)  # (batch, ...) phi'(z)
-        a = d.abs()
-        self._push(key, "dphi_sq", _sum_sq(d))
-        self._push_counts(key, a, batched, "nonzero")
-        max_dphi = handler.max_dphi(module)
-        if max_dphi is not None:
-            self._push(key, "sat", (a < self.saturation_threshold * max_dphi).sum())
-
-    def _relu_post(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-        # ReLU from its output y = relu(z): phi'(z) = 1 iff y != 0, so counts suffice
-        key = self._act_key(module, args)
-        if key is None or not isinstance(out, torch.Tensor):
-            return
-        y = out.detach()  # (batch, ...)
-        self._push_counts(key, y, self._count_units(key, y), "active")
-
-    def _push_counts(self, key: _ActKey, a: torch.Tensor, batched: bool, name: str) -> None:
-        """From ``a >= 0``: the number of entries > 0 (as ``name``) and of units > 0 on some
-        sample ("alive"; a unit is dead iff |phi'| is 0 on every sample), one pass for
-        both: per-unit counts over the batch, then their sum and how many are > 0."""
-        if not batched:
-            self._push(key, name, _count_positive(a))
-            self._push(key, "alive", (a > 0).sum())
-            return
-        if a.dtype in _LOW_PRECISION:
-            per_unit = torch.sign(a).sum(0, dtype=torch.float32)
-        else:
-            per_unit = torch.sign(a).sum(0)  # exact: integer counts, at most the batch size
-        self._push(key, name, per_unit.sum())
-        self._push(key, "alive", (per_unit > 0).sum())
-
-    def _count_units(self, key: _ActKey, z: torch.Tensor) -> bool:
-        n = z.numel()
-        batched = z.ndim >= 2  # dim 0 is the batch; a unit is one entry of a sample
-        self._host[key] = {"numel": n, "units": n // z.shape[0] if batched and n else n}
-        return batched
-
-    # ------------------------------------------------------------------ optimizer
-
-    def _hook_optimizer(self, opt: torch.optim.Optimizer) -> None:
-        self._opt_hooks.append(opt.register_step_pre_hook(self._opt_pre))
-        self._opt_hooks.append(opt.register_step_post_hook(self._opt_post))
-
-    def _opt_pre(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if "update" not in self._needs:
-            return
-        # Which step's gradient does this optimizer step apply?
-        if self._seen:  # the open step's forward already ran: optimizer before probe.step()
-            step, recorded = self._step, self.recording
-        elif id(opt) in self._closed_since:  # probe.step() came first (the trainer's order)
-            step, recorded = self._step - 1, self._last_closed_recorded
-        else:  # nothing since this optimizer's last step (Lightning: before the closure)
-            step, recorded = self._step, self.recording
-        if self._last_update_step.get(id(opt)) == step:
-            return  # already attributed: an optimizer-first loop on an unrecorded step
-        self._last_update_step[id(opt)] = step
-        if not recorded:
-            return
-        owned = {id(p) for group in opt.param_groups for p in group["params"]}
-        layers, weights, params = [], [], []
-        for m in self._layer_h:  # all of them: before the first forward no depth is known
-            w = self._layer_h[m].get_weight(m)
-            if w is not None and id(w) in owned:
-                layers.append(m)
-                params.append(w)
-                weights.append(w.detach())
-        if weights:
-            before, before_sq = [], []
-            for p, w in zip(params, weights, strict=True):
-                b = self._snapshot(p, w)  # reused for the difference
-                before.append(b)
-                # |W_before|**2 was taken at probe.step() if W has not changed since (same
-                # tensor, same version counter): the same number, one pass fewer.
-                seen = self._w_sq.get(p)
-                before_sq.append(
-                    seen[1] if seen is not None and seen[0] == p._version else _sum_sq(b)
-                )
-            self._snapshots[id(opt)] = (step, layers, weights, before, before_sq)
-
-    def _snapshot(self, p: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """A copy of ``w`` (parameter ``p`` detached) in a buffer kept for ``p`` between
-        recorded steps: no allocation after the first."""
-        buf = self._snap_bufs.get(p)
-        if buf is None or buf.shape != w.shape or buf.dtype != w.dtype or buf.device != w.device:
-            buf = self._snap_bufs[p] = w.clone(memory_format=torch.contiguous_format)
-            return buf
-        return buf.copy_(w)
-
-    def _opt_post(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self._closed_since.discard(id(opt))
-        entry = self._snapshots.pop(id(opt), None)
-        if entry is None:
-            return
-        step, layers, weights, before, before_sq = entry
-        for w, b in zip(weights, before, strict=True):
-            torch.sub(w, b, out=b)  # b := W_after - W_before, in place
-        updates = _sum_sqs(before)
-        for m, u, o in zip(layers, updates, before_sq, strict=True):
-            self._open_updates.append(len(self._pending))
-            self._pending.append(("update", step, m, u, o))
 
     # ------------------------------------------------------------------ recording
 
@@ -602,7 +392,7 @@ class Probe:
                 keys.append((m, "bg_sq"))
                 tensors.append(b.grad.detach())
         if tensors:
-            sqs = _sum_sqs(tensors)
+            sqs = sum_sqs(tensors)
             self._keys += keys
             self._tensors += sqs
             if self._optimizers:  # for the snapshot of a watched optimizer (_opt_pre)
@@ -615,7 +405,7 @@ class Probe:
             self._capture_params()
         n_step = len(self._tensors)
         tensors = self._tensors + [t for i in self._open_updates for t in self._pending[i][3:]]
-        values = _read_back(tensors)
+        values = read_back(tensors)
         self._resolve_updates(values[n_step:])
         prims: dict[Any, dict[str, float]] = {k: dict(v) for k, v in self._host.items()}
         for (key, name), v in zip(self._keys, values[:n_step], strict=True):
@@ -623,19 +413,11 @@ class Probe:
         self._pending.append(("step", step, prims, self._act_keys))
         self._recorded_steps.append(step)
 
-    def _resolve_updates(self, values: list[float]) -> None:
-        """Replace the open updates' tensors by their values (sums of squares -> norms)."""
-        for j, i in enumerate(self._open_updates):
-            kind, step, m, _, _ = self._pending[i]
-            update, w_old = math.sqrt(values[2 * j]), math.sqrt(values[2 * j + 1])
-            self._pending[i] = (kind, step, m, update, w_old)
-        self._open_updates = []
-
     def _materialize(self) -> None:
         """Turn queued steps and updates into rows, in the order they happened."""
         if self._open_updates:
             tensors = [t for i in self._open_updates for t in self._pending[i][3:]]
-            self._resolve_updates(_read_back(tensors))
+            self._resolve_updates(read_back(tensors))
         for item in self._pending:
             if item[0] == "step":
                 self._emit(item[1], item[2], item[3])
@@ -648,159 +430,10 @@ class Probe:
         if depth is None:  # never ran forward: no place in the record
             return
         p = {"update": update, "w_old": w_old}
-        for q in self._quantities:
-            if "update" in q.needs:
-                v = q(p)
-                if v is not None:
-                    self._rows.append((step, self._names[m], depth, q.name, float(v)))
+        self._rows += update_rows(step, self._names[m], depth, p, self._quantities)
 
     def _emit(
-        self, step: int, prims: dict[Any, dict[str, float]], act_keys: list[_ActKey]
+        self, step: int, prims: dict[Any, dict[str, float]], act_keys: list[ActKey]
     ) -> None:
-        for p in prims.values():
-            _finish(p)
-        layer_qs = [q for q in self._quantities if q.target == "layer" and "update" not in q.needs]
-        act_qs = [q for q in self._quantities if q.target == "activation"]
-        by_depth = {d: m for m, d in self._depth.items()}
-        acts: dict[int, list[_ActKey]] = {}
-        for key in act_keys:
-            acts.setdefault(key[1], []).append(key)
-        rows = self._rows
-        for depth in range(0, len(by_depth) + 1):
-            m = by_depth.get(depth)
-            if m is not None and m in prims:
-                p, nxt = prims[m], prims.get(by_depth.get(depth + 1))
-                name = self._names[m]
-                for q in layer_qs:
-                    v = q(p, nxt)
-                    if v is not None:
-                        rows.append((step, name, depth, q.name, float(v)))
-            for key in acts.get(depth, ()):
-                p, name = prims[key], self._names[key[0]]
-                for q in act_qs:
-                    v = q(p)
-                    if v is not None:
-                        rows.append((step, name, depth, q.name, float(v)))
-
-
-def _input_index(node: Any, edge: tuple[Any, int]) -> int | None:
-    """Index of the input of autograd ``node`` that is ``edge`` (node, output_nr), if
-    exactly one is."""
-    if node is None:
-        return None
-    target, nr = edge
-    hits = [i for i, (n, k) in enumerate(node.next_functions) if n is target and k == nr]
-    return hits[0] if len(hits) == 1 else None
-
-
-def _params_only(node: Any, avoid: Any, depth: int) -> bool:
-    """Whether autograd ``node`` leads only to leaves (parameters) within ``depth`` steps,
-    never reaching ``avoid``."""
-    if node is None:
-        return True
-    if node is avoid:
-        return False
-    if type(node).__name__ == "AccumulateGrad":
-        return True
-    if depth == 0:
-        return False
-    return all(_params_only(n, avoid, depth - 1) for n, _ in node.next_functions)
-
-
-def _hook_grad(t: torch.Tensor, fn: Any) -> None:
-    """Call ``fn(dL/dt)`` during backward, without changing any gradient.
-
-    A pre-hook on the node that produced ``t`` sees the same gradient as a tensor hook
-    (for a tensor later modified in place: the gradient of its value before, as here
-    wanted) at a third of the registration cost.
-    """
-    node = t.grad_fn
-    if node is None:  # a leaf
-        t.register_hook(fn)
-        return
-    nr = t.output_nr
-
-    def prehook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
-        g = grad_outputs[nr]
-        if g is not None:
-            fn(g)
-
-    node.register_prehook(prehook)
-
-
-def _finish(p: dict[str, float]) -> None:
-    """Derive the primitives the quantities read from what the hooks leave."""
-    for sq, norm in (("w_sq", "w_norm"), ("wg_sq", "w_grad"), ("bg_sq", "b_grad")):
-        if sq in p:
-            p[norm] = math.sqrt(p[sq])
-    if "active" in p:  # ReLU: phi' is 1 on active entries, 0 elsewhere
-        p["dphi_sq"] = p["active"]
-        p["nonzero"] = p["active"]
-    if "nonzero" in p:
-        p["zero"] = p["numel"] - p["nonzero"]
-    if "alive" in p:
-        p["dead"] = p["units"] - p["alive"]
-
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-def _sum(t: torch.Tensor) -> torch.Tensor:
-    """sum(t) as a 0-d tensor, accumulated in float32 at least (AMP's half outputs)."""
-    return t.sum(dtype=torch.float32) if t.dtype in _LOW_PRECISION else t.sum()
-
-
-
-def _sum_sq(t: torch.Tensor) -> torch.Tensor:
-    """sum(t**2) as a 0-d tensor, free of float32 underflow.
-
-    On the CPU a BLAS dot (one fast pass), recomputed in float64 when the result is tiny
-    (the check is a host read, which costs nothing on the CPU). On other devices, where a
-    read would sync, the sum is taken in float64 directly.
-    """
-    if t.device.type != "cpu" or t.dtype in _LOW_PRECISION:
-        return torch.linalg.vector_norm(t, dtype=torch.float64).square()
-    if t.is_contiguous() and t.is_floating_point() and t.numel() > 0:
-        flat = t.view(-1)
-        result = torch.dot(flat, flat)
-    else:
-        result = torch.linalg.vector_norm(t).square()
-    if t.dtype != torch.float64 and float(result) < UNDERFLOW_SUM_SQ:
-        return torch.linalg.vector_norm(t, dtype=torch.float64).square()
-    return result
-
-
-def _count_positive(t: torch.Tensor) -> torch.Tensor:
-    """Number of entries > 0 of a tensor with no negative entries (0-d, float).
-
-    sign() is 0 or 1 here; summing it is several times faster on CPU than comparing and
-    counting booleans. Exact up to 2**24 entries (float32 sums; beyond, ~1e-7 relative).
-    """
-    return _sum(torch.sign(t))
-
-
-def _sum_sqs(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """sum(t**2) of many tensors (see :func:`_sum_sq`)."""
-    return [_sum_sq(t) for t in tensors]
-
-
-def _read_back(tensors: list[torch.Tensor]) -> list[float]:
-    """All values to the host with one transfer per device (no per-value ``.item()``)."""
-    if not tensors:
-        return []
-    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, t in enumerate(tensors):
-        groups.setdefault((t.device, t.dtype), []).append(i)
-    by_device: dict[torch.device, list[tuple[list[int], torch.Tensor]]] = {}
-    for (device, _), idx in groups.items():
-        wide = torch.float32 if device.type == "mps" else torch.float64
-        stacked = torch.stack([tensors[i] for i in idx]).to(wide)
-        by_device.setdefault(device, []).append((idx, stacked))
-    out = [math.nan] * len(tensors)
-    for parts in by_device.values():
-        flat = torch.cat([s for _, s in parts]).tolist()  # the one host sync per device
-        pos = 0
-        for idx, _ in parts:
-            for i, v in zip(idx, flat[pos : pos + len(idx)], strict=True):
-                out[i] = v
-            pos += len(idx)
-    return out
+        layer_at = {d: m for m, d in self._depth.items()}
+        self._rows += step_rows(step, prims, act_keys, layer_at, self._names, self._quantities)

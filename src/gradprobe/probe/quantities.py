@@ -1,200 +1,177 @@
-"""The probe's quantities: one small class each.
+"""The probe's quantities: each declared once, one small class each.
 
-Hooks do the tensor work once per layer and step and leave *primitives* (0-d tensors,
-read back to the host in one batch at ``Probe.step()``); a quantity turns the floats of one
-layer into one number. Each quantity declares the captures it needs, so the probe installs
-only the hooks that the requested quantities use, each hook once.
+A quantity says what it is (``name``, ``unit``, ``target``: per weight layer or per
+activation), which *primitives* it needs, and its formula over arrays of them. Two
+providers supply the primitives: the hook-based :class:`gradprobe.Probe` on any model
+(arrays over the layers of one step) and the stacked sweep engine
+(:mod:`gradprobe.sweeps.quantities`, arrays of (layers, members)). Both then call
+:func:`evaluate`, so each formula exists exactly once. Adding a quantity is adding one class
+to :data:`QUANTITIES` (and, for a new primitive, teaching both providers to produce it).
 
-Captures (what the probe hooks) and the primitives they leave, per weight layer:
+Primitives, per weight layer (y its output, g = dL/dy, g_in = dL/d(its input) through
+the layer, W its weight):
 
-========== ============================================ ======================================
-capture    where                                        primitives
-========== ============================================ ======================================
-params     ``step()``: the layer's parameters           w_norm, w_grad, b_grad (norms)
-forward    forward hook, output y (batch, ...)          out_sum, out_sq, out_numel, out_batch
-grad_out   tensor hook on y: g = dL/dy                  gout_sq (sum g**2)
-grad_in    tensor hook on an alias of the input x       gin_sq (sum (dL/dx through this layer)**2)
-update     optimizer pre/post step hooks (``watch``)    update, w_old (norms)
-========== ============================================ ======================================
+============  ===========================================================================
+w_norm        ||W||                           w_grad, b_grad   ||dL/dW||, ||dL/db||
+out_sum       sum(y)                          out_sq           sum(y**2)
+out_numel     entries of y                    out_batch        samples in y
+gout_sq       sum(g**2)                       gin_sq           sum(g_in**2)
+next_gin_sq   gin_sq of the next layer        update, w_old    ||W_after - W_before||, ||W_before||
+============  ===========================================================================
 
-and per activation module (forward pre-hook, input z; ReLU: forward hook, output): ``numel``,
-``units`` (entries per sample), ``dphi_sq`` (sum phi'(z)**2), ``zero`` (#phi' == 0), ``dead``
-(#units with phi' == 0 on every sample), ``sat`` (#|phi'| < SATURATION_THRESHOLD * sup|phi'|,
-bounded activations only).
-
-Sums are taken in the model's dtype on its device (the read-back is float64). preact_std
-comes from sum(y) and sum(y**2), one cheap pass each: in float32 its relative error is about
-1e-7 * (1 + mean**2 / var), negligible unless |mean| >> std.
+and per activation (z its input, h = phi(z) its output, d = phi'(z)): ``numel``, ``units``
+(entries per sample), ``dphi_sq`` (sum d**2), ``zero`` (#d == 0), ``dead`` (#units with
+d == 0 on every sample), ``sat_low`` / ``sat_high`` (#h within SATURATION_THRESHOLD of the
+output range from its lower / upper asymptote; bounded activations only).
 
 Example:
-    >>> BackwardSignalNorm()({"gout_sq": 8.0, "out_batch": 2})
+    >>> import numpy as np
+    >>> float(BackwardSignalNorm().formula({"gout_sq": np.array(8.0), "out_batch": 2}))
     2.0
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
-#: An activation entry counts as saturated when |phi'(z)| is below this fraction of the
-#: activation's largest derivative (sup |phi'|). 5%: a sigmoid unit there passes on less
-#: than 1/20 of the best-case gradient (|z| > ~4.4 for sigmoid, > ~2.3 for tanh).
-#: Only for bounded activations (sigmoid, tanh, erf, hardtanh, softsign, hardsigmoid):
-#: unbounded ones have no saturated regime, and the quantity is not reported for them.
+import numpy as np
+
+#: An activation output counts as saturated when it lies within this fraction of the
+#: activation's output range from an asymptote: sigmoid h < 0.05 or h > 0.95, tanh
+#: |h| > 0.9 (|z| > 2.94 for sigmoid, > 1.47 for tanh, where phi' is below 18 % of its
+#: maximum). Bounded activations only (sigmoid, tanh, erf, hardtanh, softsign,
+#: hardsigmoid): unbounded ones have no saturated regime, and it is not reported for them.
 SATURATION_THRESHOLD = 0.05
 
 #: Below this a float32 sum of squares has lost digits to underflow (entries ~1e-19 and
 #: smaller, as in the first layers of a 50-layer sigmoid net): the sum is redone in float64.
 UNDERFLOW_SUM_SQ = 1e-30
 
-Prims = Mapping[str, float]
+Arrays = Mapping[str, Any]  # primitive -> array (or float); all of one shape
 
 
-def ratio(num: float, den: float) -> float:
-    """``num / den`` with ``x/0 = inf`` (x > 0) and ``0/0 = nan``, never an exception."""
-    if den == 0.0:
-        return math.inf if num > 0 else math.nan
-    return num / den
+def ratio(num: Any, den: Any) -> np.ndarray:
+    """Elementwise ``num / den`` with x/0 = inf (x > 0) and 0/0 = nan, never a warning.
+
+    Example:
+        >>> ratio(np.array([1.0, 0.0, 2.0]), np.array([0.0, 0.0, 4.0])).tolist()
+        [inf, nan, 0.5]
+    """
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = num / den
+    return np.where(den == 0, np.where(num > 0, np.inf, np.nan), out)
+
+
+def _rms(sum_sq: Any, batch: Any) -> np.ndarray:
+    """RMS over the batch of per-sample L2 norms: sqrt(sum(x**2) / batch)."""
+    return np.sqrt(np.asarray(sum_sq, dtype=np.float64) / batch)
 
 
 class Quantity:
-    """One number per layer (or activation) and recorded step.
+    """One number per layer (or activation) and recorded step, defined over arrays.
 
-    Subclasses set ``name``, ``target`` ("layer" or "activation"), ``needs`` (captures)
-    and ``primitives`` (keys they read), and implement :meth:`compute`.
+    Subclasses set ``name``, ``unit``, ``target`` ("layer" or "activation") and
+    ``primitives`` (the keys they read), and implement :meth:`formula`.
     """
 
     name: ClassVar[str]
+    unit: ClassVar[str]
     target: ClassVar[str] = "layer"
-    needs: ClassVar[frozenset[str]]
     primitives: ClassVar[tuple[str, ...]]
 
-    def __call__(self, p: Prims, nxt: Prims | None = None) -> float | None:
-        """The value, or ``None`` when a primitive was not captured."""
-        if any(k not in p for k in self.primitives):
-            return None
-        return self.compute(p, nxt)
-
-    def compute(self, p: Prims, nxt: Prims | None) -> float | None:
+    def formula(self, p: Arrays) -> np.ndarray:
         raise NotImplementedError
-
-
-# ---------------------------------------------------------------- parameters
 
 
 class WeightGradNorm(Quantity):
     """Frobenius norm of dL/dW."""
 
-    name = "weight_grad_norm"
-    needs = frozenset({"params"})
-    primitives = ("w_grad",)
+    name, unit, primitives = "weight_grad_norm", "norm", ("w_grad",)
 
-    def compute(self, p: Prims, nxt: Prims | None) -> float:
-        return p["w_grad"]
+    def formula(self, p: Arrays) -> np.ndarray:
+        return np.asarray(p["w_grad"], dtype=np.float64)
 
 
 class BiasGradNorm(Quantity):
     """L2 norm of dL/db (layers with a bias)."""
 
-    name = "bias_grad_norm"
-    needs = frozenset({"params"})
-    primitives = ("b_grad",)
+    name, unit, primitives = "bias_grad_norm", "norm", ("b_grad",)
 
-    def compute(self, p: Prims, nxt: Prims | None) -> float:
-        return p["b_grad"]
+    def formula(self, p: Arrays) -> np.ndarray:
+        return np.asarray(p["b_grad"], dtype=np.float64)
 
 
 class WeightNorm(Quantity):
     """Frobenius norm of W."""
 
-    name = "weight_norm"
-    needs = frozenset({"params"})
-    primitives = ("w_norm",)
+    name, unit, primitives = "weight_norm", "norm", ("w_norm",)
 
-    def compute(self, p: Prims, nxt: Prims | None) -> float:
-        return p["w_norm"]
+    def formula(self, p: Arrays) -> np.ndarray:
+        return np.asarray(p["w_norm"], dtype=np.float64)
 
 
 class GradToWeightRatio(Quantity):
     """||dL/dW|| / ||W||."""
 
-    name = "grad_to_weight_ratio"
-    needs = frozenset({"params"})
-    primitives = ("w_grad", "w_norm")
+    name, unit, primitives = "grad_to_weight_ratio", "ratio", ("w_grad", "w_norm")
 
-    def compute(self, p: Prims, nxt: Prims | None) -> float:
+    def formula(self, p: Arrays) -> np.ndarray:
         return ratio(p["w_grad"], p["w_norm"])
 
 
 class UpdateToWeightRatio(Quantity):
     """||W_after - W_before|| / ||W_before|| over one optimizer step (needs ``watch``)."""
 
-    name = "update_to_weight_ratio"
-    needs = frozenset({"update"})
-    primitives = ("update", "w_old")
+    name, unit, primitives = "update_to_weight_ratio", "ratio", ("update", "w_old")
 
-    def compute(self, p: Prims, nxt: Prims | None) -> float:
+    def formula(self, p: Arrays) -> np.ndarray:
         return ratio(p["update"], p["w_old"])
-
-
-# ---------------------------------------------------------------- signals
-
-
-def _rms(sum_sq: float, batch: float) -> float:
-    """RMS over the batch of per-sample L2 norms: sqrt(sum(x**2) / batch)."""
-    return math.sqrt(sum_sq / batch)
 
 
 class BackwardSignalNorm(Quantity):
     """sqrt(sum(g**2) / batch), g = dL/d(layer output)."""
 
-    name = "backward_signal_norm"
-    needs = frozenset({"grad_out", "forward"})
-    primitives = ("gout_sq", "out_batch")
+    name, unit, primitives = "backward_signal_norm", "rms norm", ("gout_sq", "out_batch")
 
-    def compute(self, p: Prims, nxt: Prims | None) -> float:
+    def formula(self, p: Arrays) -> np.ndarray:
         return _rms(p["gout_sq"], p["out_batch"])
 
 
 class ForwardSignalNorm(Quantity):
     """sqrt(sum(y**2) / batch), y = layer output."""
 
-    name = "forward_signal_norm"
-    needs = frozenset({"forward"})
-    primitives = ("out_sq", "out_batch")
+    name, unit, primitives = "forward_signal_norm", "rms norm", ("out_sq", "out_batch")
 
-    def compute(self, p: Prims, nxt: Prims | None) -> float:
+    def formula(self, p: Arrays) -> np.ndarray:
         return _rms(p["out_sq"], p["out_batch"])
 
 
 class PreactMean(Quantity):
     """Mean of the layer output over all its entries."""
 
-    name = "preact_mean"
-    needs = frozenset({"forward"})
-    primitives = ("out_sum", "out_numel")
+    name, unit, primitives = "preact_mean", "value", ("out_sum", "out_numel")
 
-    def compute(self, p: Prims, nxt: Prims | None) -> float:
+    def formula(self, p: Arrays) -> np.ndarray:
         return ratio(p["out_sum"], p["out_numel"])
 
 
 class PreactStd(Quantity):
-    """Standard deviation (population, ``correction=0``) over all output entries."""
+    """Standard deviation (population) over all output entries, from sum(y), sum(y**2).
 
-    name = "preact_std"
-    needs = frozenset({"forward"})
-    primitives = ("out_sum", "out_sq", "out_numel")
+    In float32 its relative error is about 1e-7 * (1 + mean**2 / var): negligible unless
+    |mean| >> std.
+    """
 
-    def compute(self, p: Prims, nxt: Prims | None) -> float:
-        n = p["out_numel"]
-        if n == 0:
-            return math.nan
-        mean = p["out_sum"] / n
-        return math.sqrt(max(p["out_sq"] / n - mean * mean, 0.0))
+    name, unit, primitives = "preact_std", "value", ("out_sum", "out_sq", "out_numel")
 
-
-# ---------------------------------------------------------------- chain-rule factors
+    def formula(self, p: Arrays) -> np.ndarray:
+        n = np.asarray(p["out_numel"], dtype=np.float64)
+        safe = np.where(n == 0, 1.0, n)
+        mean = np.asarray(p["out_sum"], dtype=np.float64) / safe
+        var = np.maximum(np.asarray(p["out_sq"], dtype=np.float64) / safe - mean * mean, 0.0)
+        return np.where(n == 0, np.nan, np.sqrt(var))
 
 
 class WeightFactor(Quantity):
@@ -204,76 +181,72 @@ class WeightFactor(Quantity):
     the input tensor's total gradient, which in a residual net also holds the skip path.
     """
 
-    name = "weight_factor"
-    needs = frozenset({"grad_out", "grad_in"})
-    primitives = ("gout_sq", "gin_sq")
+    name, unit, primitives = "weight_factor", "ratio", ("gout_sq", "gin_sq")
 
-    def compute(self, p: Prims, nxt: Prims | None) -> float:
-        return math.sqrt(ratio(p["gin_sq"], p["gout_sq"]))
+    def formula(self, p: Arrays) -> np.ndarray:
+        return np.sqrt(ratio(p["gin_sq"], p["gout_sq"]))
 
 
 class BetweenFactor(Quantity):
     """||dL/d(output of l)|| / ||dL/d(input of l+1)||: everything between two layers."""
 
-    name = "between_factor"
-    needs = frozenset({"grad_out", "grad_in"})
-    primitives = ("gout_sq",)
+    name, unit, primitives = "between_factor", "ratio", ("gout_sq", "next_gin_sq")
 
-    def compute(self, p: Prims, nxt: Prims | None) -> float | None:
-        if nxt is None or "gin_sq" not in nxt:
-            return None
-        return math.sqrt(ratio(p["gout_sq"], nxt["gin_sq"]))
-
-
-# ---------------------------------------------------------------- activations
+    def formula(self, p: Arrays) -> np.ndarray:
+        return np.sqrt(ratio(p["gout_sq"], p["next_gin_sq"]))
 
 
 class MeanSqDerivative(Quantity):
     """mean over all entries of phi'(z)**2 (the E[phi'^2] of mean-field theory)."""
 
-    name = "mean_sq_derivative"
-    target = "activation"
-    needs = frozenset({"activation"})
+    name, unit, target = "mean_sq_derivative", "value", "activation"
     primitives = ("dphi_sq", "numel")
 
-    def compute(self, p: Prims, nxt: Prims | None) -> float:
+    def formula(self, p: Arrays) -> np.ndarray:
         return ratio(p["dphi_sq"], p["numel"])
 
 
 class SaturatedFraction(Quantity):
-    """Fraction of entries with |phi'(z)| < SATURATION_THRESHOLD * sup|phi'| (bounded only)."""
+    """Fraction of outputs within SATURATION_THRESHOLD of the range from an asymptote."""
 
-    name = "saturated_fraction"
-    target = "activation"
-    needs = frozenset({"activation"})
-    primitives = ("sat", "numel")
+    name, unit, target = "saturated_fraction", "fraction of entries", "activation"
+    primitives = ("sat_low", "sat_high", "numel")
 
-    def compute(self, p: Prims, nxt: Prims | None) -> float:
-        return ratio(p["sat"], p["numel"])
+    def formula(self, p: Arrays) -> np.ndarray:
+        return ratio(np.add(p["sat_low"], p["sat_high"]), p["numel"])
 
 
-class InactiveFraction(Quantity):
+class _CountFraction(Quantity):
+    """A count over the entries (or units) of an activation: ``primitives[0] / [1]``."""
+
+    unit, target = "fraction of entries", "activation"
+
+    def formula(self, p: Arrays) -> np.ndarray:
+        return ratio(p[self.primitives[0]], p[self.primitives[1]])
+
+
+class SaturatedLowFraction(_CountFraction):
+    """Fraction of outputs near the lower asymptote (sigmoid: h < 0.05; tanh: h < -0.9)."""
+
+    name, primitives = "saturated_low_fraction", ("sat_low", "numel")
+
+
+class SaturatedHighFraction(_CountFraction):
+    """Fraction of outputs near the upper asymptote (sigmoid: h > 0.95; tanh: h > 0.9)."""
+
+    name, primitives = "saturated_high_fraction", ("sat_high", "numel")
+
+
+class InactiveFraction(_CountFraction):
     """Fraction of entries with phi'(z) == 0 exactly."""
 
-    name = "inactive_fraction"
-    target = "activation"
-    needs = frozenset({"activation"})
-    primitives = ("zero", "numel")
-
-    def compute(self, p: Prims, nxt: Prims | None) -> float:
-        return ratio(p["zero"], p["numel"])
+    name, primitives = "inactive_fraction", ("zero", "numel")
 
 
-class DeadUnitFraction(Quantity):
+class DeadUnitFraction(_CountFraction):
     """Fraction of units (entries of one sample) with phi' == 0 on every sample."""
 
-    name = "dead_unit_fraction"
-    target = "activation"
-    needs = frozenset({"activation"})
-    primitives = ("dead", "units")
-
-    def compute(self, p: Prims, nxt: Prims | None) -> float:
-        return ratio(p["dead"], p["units"])
+    name, unit, primitives = "dead_unit_fraction", "fraction of units", ("dead", "units")
 
 
 #: Every quantity, in the order rows appear in ``Probe.frame()``.
@@ -291,6 +264,8 @@ QUANTITIES: tuple[Quantity, ...] = (
     BetweenFactor(),
     MeanSqDerivative(),
     SaturatedFraction(),
+    SaturatedLowFraction(),
+    SaturatedHighFraction(),
     InactiveFraction(),
     DeadUnitFraction(),
 )
@@ -298,7 +273,12 @@ QUANTITIES: tuple[Quantity, ...] = (
 QUANTITY_NAMES: tuple[str, ...] = tuple(q.name for q in QUANTITIES)
 
 
-def select(names: list[str] | tuple[str, ...] | None) -> tuple[Quantity, ...]:
+def is_update(q: Quantity) -> bool:
+    """Whether ``q`` reads an optimizer update (measured after the step, not during it)."""
+    return "update" in q.primitives
+
+
+def select(names: Sequence[str] | None) -> tuple[Quantity, ...]:
     """The quantities called ``names`` (all when ``None``); unknown names are errors."""
     if names is None:
         return QUANTITIES
@@ -308,3 +288,38 @@ def select(names: list[str] | tuple[str, ...] | None) -> tuple[Quantity, ...]:
             f"unknown quantity {unknown[0]!r} (allowed: {', '.join(QUANTITY_NAMES)})"
         )
     return tuple(q for q in QUANTITIES if q.name in names)
+
+
+def with_next(p: dict[str, np.ndarray], have: dict[str, np.ndarray]) -> None:
+    """Add ``next_gin_sq`` (gin_sq of the layer one deeper; arrays over layers on axis 0)."""
+    if "gin_sq" not in p:
+        return
+    gin, ok = np.asarray(p["gin_sq"]), np.asarray(have["gin_sq"])
+    p["next_gin_sq"] = np.concatenate([gin[1:], np.full_like(gin[:1], np.nan)])
+    have["next_gin_sq"] = np.concatenate([ok[1:], np.zeros_like(ok[:1])])
+
+
+def present(q: Quantity, have: Mapping[str, Any]) -> np.ndarray:
+    """Where every primitive ``q`` reads was provided (a bool array)."""
+    masks = [np.asarray(have.get(k, False)) for k in q.primitives]
+    return np.logical_and.reduce(np.broadcast_arrays(*masks)) if masks else np.asarray(True)
+
+
+def evaluate(
+    quantities: Sequence[Quantity], p: Arrays, have: Mapping[str, Any]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Quantity name -> (values, emitted) from primitive arrays ``p`` and their presence.
+
+    ``have[k]`` says where primitive ``k`` was provided; a quantity is emitted where all
+    its primitives were. NaN and Inf (a diverging network) pass through without warnings.
+    Values where a quantity is not emitted are meaningless.
+    """
+    out = {}
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for q in quantities:
+            mask = present(q, have)
+            if not mask.any():
+                out[q.name] = (np.asarray(np.nan), mask)
+                continue
+            out[q.name] = (q.formula(p), mask)
+    return out

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from gradprobe.probe.quantities import QUANTITIES
+from gradprobe.record import layer_table, signal_profile
 
 _LAYER_Q = [q.name for q in QUANTITIES if q.target == "layer"]
 _ACT_Q = [q.name for q in QUANTITIES if q.target == "activation"]
@@ -156,11 +157,7 @@ def summarize(
         raise ValueError(f"step {step} was not recorded (recorded: {steps[:5]}...)")
     df = frame[frame["step"] == step]
 
-    lay = df[df["quantity"].isin(_LAYER_Q)]
-    table = lay.pivot_table(index=["depth", "layer"], columns="quantity", values="value",
-                            aggfunc="first").reset_index()
-    table.columns.name = None
-    table = table.sort_values("depth").reset_index(drop=True)
+    table = layer_table(df, quantities=_LAYER_Q)
     if layers:
         types = {name: t for _, name, t in layers}
         table.insert(2, "type", table["layer"].map(types))
@@ -169,13 +166,10 @@ def summarize(
             table[q] = np.nan
     table = table[[c for c in table.columns if c not in _LAYER_Q] + _LAYER_Q]
 
-    acts = df[df["quantity"].isin(_ACT_Q)]
-    activations = pd.DataFrame()
-    if not acts.empty:
-        activations = acts.pivot_table(index=["depth", "layer"], columns="quantity",
-                                       values="value", aggfunc="first").reset_index()
-        activations.columns.name = None
-        activations = activations.sort_values("depth", kind="stable").reset_index(drop=True)
+    activations = layer_table(df, quantities=_ACT_Q)
+    if activations.empty:
+        activations = pd.DataFrame()
+    else:
         first = activations.drop_duplicates("depth").rename(columns={"layer": "activation"})
         table = table.merge(first, on="depth", how="left")
 
@@ -207,22 +201,17 @@ def _figures(table: pd.DataFrame, step: int) -> dict[str, Any]:
     fig["n_layers"] = n
     if n < 2:
         return fig
-    depth = table["depth"].to_numpy(dtype=float)
     bs = table["backward_signal_norm"].to_numpy(dtype=float)
     wg = table["weight_grad_norm"].to_numpy(dtype=float)
-    if np.isfinite(bs[0]) and np.isfinite(bs[-1]) and bs[-1] > 0:
-        total = float(bs[0] / bs[-1])
+    p = signal_profile(table["depth"].to_numpy(dtype=float), bs)
+    if not math.isnan(p.attenuation):
+        total = p.attenuation
         fig["total_attenuation"] = total
-        fig["geometric_mean_factor"] = total ** (1.0 / (n - 1))
+        fig["geometric_mean_factor"] = p.per_layer
         fig["direction"] = "vanishing" if total < 1 else "exploding" if total > 1 else "flat"
-    ok = np.isfinite(bs) & (bs > 0)
-    if ok.sum() >= 2:
-        x, y = depth[ok], np.log(bs[ok])
-        slope, intercept = np.polyfit(x, y, 1)
-        resid = y - (slope * x + intercept)
-        ss_tot = float(((y - y.mean()) ** 2).sum())
-        fig["depth_scale"] = math.inf if slope == 0 else float(1.0 / abs(slope))
-        fig["depth_scale_r2"] = 1.0 - float((resid**2).sum()) / ss_tot if ss_tot > 0 else 1.0
+    if p.fit_r2 is not None:
+        fig["depth_scale"] = p.depth_scale
+        fig["depth_scale_r2"] = p.fit_r2
     if np.isfinite(wg[0]) and np.isfinite(wg[-1]) and wg[-1] > 0:
         fig["first_last_grad_ratio"] = float(wg[0] / wg[-1])
     bf = table["between_factor"].to_numpy(dtype=float)[:-1]

@@ -2,7 +2,7 @@
 
 :func:`build_report` is what ``gradprobe report`` draws for any set of runs. The helpers
 (``flow_figure``, ``training_figures``, ...) each make the figure specs of one kind from
-records; the demo study (:mod:`gradprobe.report.study`) composes the same helpers into its
+records; the demo study (:mod:`gradprobe.app.study`) composes the same helpers into its
 own sections, so every picture in the study is one a user gets for their own runs.
 
 A figure with nothing to draw is never emitted: a short note says what is missing instead

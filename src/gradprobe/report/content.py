@@ -35,22 +35,32 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-FIGURE_KINDS = (
-    "gradient_flow", "heatmap", "activation_curves", "training_curves", "steps_to_threshold",
-    "accuracy", "theory_layers", "depth_scaling", "phase_diagram", "jacobian",
-)
-#: The frame in ``data`` that must be non-empty for a figure of each kind to be drawn.
+#: Every figure kind, and the frame in ``data`` that must be non-empty for it to be drawn.
 PRIMARY_FRAME = {
     "gradient_flow": "flow", "heatmap": "cells", "activation_curves": "curves",
     "training_curves": "curves", "steps_to_threshold": "headline", "accuracy": "headline",
     "theory_layers": "layers", "depth_scaling": "depths", "phase_diagram": "grid",
     "jacobian": "spectrum",
 }
+FIGURE_KINDS = tuple(PRIMARY_FRAME)
+
+
+def renderers(namespace: Mapping[str, Any]) -> dict[str, Callable[[Any], Any]]:
+    """A renderer module's drawing functions, one per kind, found by the kind's name.
+
+    Every renderer (matplotlib, Plotly) names its functions after the kinds; a missing one
+    fails when the module is imported, not when a report first needs it.
+    """
+    missing = [kind for kind in FIGURE_KINDS if not callable(namespace.get(kind))]
+    if missing:
+        raise ImportError(f"{namespace.get('__name__')} draws no {', '.join(missing)}")
+    return {kind: namespace[kind] for kind in FIGURE_KINDS}
 
 
 def slugify(text: str) -> str:

@@ -37,21 +37,15 @@ import numpy as np
 import pandas as pd
 
 from gradprobe.errors import UserError
+from gradprobe.record import profile_at, smooth_loss
 from gradprobe.store import Store
 
 #: Words for registry names in figure legends.
-ACTIVATION_WORDS = {
-    "sigmoid": "sigmoid", "tanh": "tanh", "relu": "ReLU", "leaky_relu": "LeakyReLU",
-    "elu": "ELU", "selu": "SELU", "gelu": "GELU", "silu": "SiLU", "softplus": "softplus",
-    "erf": "erf", "hardtanh": "hardtanh", "linear": "linear",
-}
 INIT_WORDS = {
     "xavier_normal": "Xavier", "xavier_uniform": "Xavier uniform", "he_normal": "He",
     "he_uniform": "He uniform", "lecun_normal": "LeCun", "orthogonal": "orthogonal",
     "pytorch_default": "PyTorch default",
 }
-#: Smoothing window of the training-loss curve (the trainer's, for steps_to_threshold).
-LOSS_SMOOTHING = 10
 NETWORK_QUANTITIES = ("loss", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
 ACTIVATION_QUANTITIES = (
     "mean_sq_derivative", "saturated_fraction", "inactive_fraction", "dead_unit_fraction",
@@ -133,9 +127,14 @@ def init_words(init: Any) -> str:
 
 
 def activation_words(activation: Any) -> str:
-    """An activation in words: ``ReLU``, ``LeakyReLU(0.1)``."""
+    """An activation in words (its catalogue label): ``ReLU``, ``LeakyReLU(0.1)``."""
+    from gradprobe.nets.activations import get_activation
+
     name, params = _choice(activation)
-    words = ACTIVATION_WORDS.get(name, name)
+    try:
+        words = get_activation(name).label or name
+    except ValueError:  # a name the catalogue does not know (an old store): as it is
+        words = name
     if params:
         words += "(" + ", ".join(_num(v) for v in params.values()) + ")"
     return words
@@ -305,7 +304,7 @@ def curve_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
     """Training curves. Columns: run, label, step, quantity, value.
 
     Quantities: ``loss_smoothed`` (the minibatch loss, trailing mean over
-    :data:`LOSS_SMOOTHING` steps, every step), ``train_loss``, ``test_loss``,
+    :data:`gradprobe.record.LOSS_SMOOTHING` steps, every step), ``train_loss``, ``test_loss``,
     ``train_accuracy``, ``test_accuracy`` (whole sets, at the evaluation steps, as stored).
     """
     parts = []
@@ -313,10 +312,10 @@ def curve_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
         m = rec.metrics[rec.metrics["depth"] == 0]
         loss = m[m["quantity"] == "loss"].sort_values("step")
         if not loss.empty:
-            smooth = loss["value"].rolling(LOSS_SMOOTHING, min_periods=1).mean()
+            smooth = smooth_loss(loss["value"].to_numpy(dtype=float))
             parts.append(pd.DataFrame({
                 "run": rec.id, "label": rec.label, "step": loss["step"].to_numpy(),
-                "quantity": "loss_smoothed", "value": smooth.to_numpy(dtype=float),
+                "quantity": "loss_smoothed", "value": smooth,
             }))
         for q in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
             rows = m[m["quantity"] == q].sort_values("step")
@@ -328,29 +327,16 @@ def curve_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
     return _concat(parts, ["run", "label", "step", "quantity", "value"])
 
 
-def _value_at(record: RunRecord, quantity: str, step: int, depth: int) -> float:
-    m = record.metrics
-    rows = m[(m["step"] == step) & (m["quantity"] == quantity) & (m["depth"] == depth)]
-    return float(rows["value"].iloc[0]) if not rows.empty else math.nan
-
-
 def attenuation(record: RunRecord, when: str | int = "init") -> float:
     """backward_signal_norm at depth 1 / at the output layer (< 1: the gradient vanishes).
 
-    The same figure as the probe summary's ``total_attenuation``.
+    The same figure as the probe summary's ``total_attenuation``
+    (:func:`gradprobe.record.signal_profile`).
     """
     step = _pick_step(record, when)
     if step is None:
         return math.nan
-    flow = record.probed()
-    flow = flow[(flow["step"] == step) & (flow["quantity"] == "backward_signal_norm")]
-    if flow.empty:
-        return math.nan
-    first = _value_at(record, "backward_signal_norm", step, int(flow["depth"].min()))
-    last = _value_at(record, "backward_signal_norm", step, int(flow["depth"].max()))
-    if not (last > 0) or not math.isfinite(first):
-        return math.nan
-    return first / last
+    return profile_at(record.metrics, step).attenuation
 
 
 def headline_frame(records: Sequence[RunRecord]) -> pd.DataFrame:

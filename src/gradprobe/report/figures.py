@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from gradprobe.report import palette
-from gradprobe.report.content import FigureSpec, Report
+from gradprobe.report.content import FigureSpec, Report, renderers
 from gradprobe.report.data import activation_words, stats_note
 
 QUANTITY_AXIS = {
@@ -38,6 +39,11 @@ QUANTITY_AXIS = {
     "grad_to_weight_ratio": "‖∂L/∂W‖ / ‖W‖",
     "update_to_weight_ratio": "‖ΔW‖ / ‖W‖ per step",
 }
+LAYER_AXIS = "layer (1 = input side; last = output layer)"
+DEPTH_AXIS = "network depth (weight layers)"
+RATIO_AXIS = "log10 ‖∂L/∂h_1‖ / ‖∂L/∂h_L‖ at initialisation"
+RANK_AXIS = "rank of singular value / number of singular values"
+SIGMA_AXES = ("σw² (weight variance × fan-in)", "σb² (bias variance)")
 WIDE = (9.0, 4.6)
 PANEL = 3.0
 
@@ -57,22 +63,30 @@ def _figure(size: tuple[float, float] = WIDE) -> Figure:
     return fig
 
 
+def _panel() -> tuple[Figure, Any]:
+    fig = _figure()
+    return fig, fig.add_subplot()
+
+
+def _finish(ax, spec: FigureSpec, xlabel: str, ylabel: str, log: bool) -> None:
+    """Labels, title, grid and legend (one entry per labelled line) of a one-panel figure."""
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(spec.title)
+    ax.grid(True, color=palette.GRID, linewidth=0.6)
+    _legend(ax, len(ax.get_legend_handles_labels()[1]))
+
+
 def gradient_flow(spec: FigureSpec) -> Figure:
     """One line per configuration: a quantity per weight layer, log scale."""
-    flow = spec.data["flow"]
     quantity = spec.options.get("quantity", "backward_signal_norm")
-    fig = _figure()
-    ax = fig.add_subplot()
-    for i, (label, rows) in enumerate(flow.groupby("label", sort=False)):
-        st = palette.style(i)
+    fig, ax = _panel()
+    for st, label, rows in palette.styled_groups(spec.data["flow"]):
         ax.plot(rows["depth"], _positive(rows["value"]), label=label, color=st["color"],
                 linestyle=st["linestyle"], marker=st["marker"], markersize=3, linewidth=1.4)
-    ax.set_yscale("log")
-    ax.set_xlabel("layer (1 = input side; last = output layer)")
-    ax.set_ylabel(QUANTITY_AXIS.get(quantity, quantity))
-    ax.set_title(spec.title)
-    ax.grid(True, which="major", color=palette.GRID, linewidth=0.6)
-    _legend(ax, flow["label"].nunique())
+    _finish(ax, spec, LAYER_AXIS, QUANTITY_AXIS.get(quantity, quantity), log=True)
     return fig
 
 
@@ -196,12 +210,20 @@ def training_curves(spec: FigureSpec) -> Figure:
     return fig
 
 
-def steps_to_threshold(spec: FigureSpec) -> Figure:
-    """Steps to reach the loss threshold per configuration; "never" bars are hatched."""
+def _bars(spec: FigureSpec, row_height: float) -> tuple[Figure, Any, pd.DataFrame, np.ndarray]:
+    """A titled panel with one labelled row per configuration, the first on top."""
     head = spec.data["headline"].iloc[::-1]
-    fig = _figure((8.0, 0.35 * len(head) + 1.4))
+    fig = _figure((8.0, row_height * len(head) + 1.4))
     ax = fig.add_subplot()
     y = np.arange(len(head))
+    ax.set_yticks(y, head["label"], fontsize=7)
+    ax.set_title(spec.title)
+    return fig, ax, head, y
+
+
+def steps_to_threshold(spec: FigureSpec) -> Figure:
+    """Steps to reach the loss threshold per configuration; "never" bars are hatched."""
+    fig, ax, head, y = _bars(spec, 0.35)
     for yi, (_, row) in zip(y, head.iterrows(), strict=True):
         reached = row["steps_to_threshold"] is not None and not pd.isna(row["steps_to_threshold"])
         if reached:
@@ -213,19 +235,14 @@ def steps_to_threshold(spec: FigureSpec) -> Figure:
             ax.barh(yi, steps, color="white", edgecolor=palette.color(5), hatch="///")
             word = "never (stalled)" if row["stalled"] else "never"
             ax.text(steps, yi, f" {word}", va="center", fontsize=7, color=palette.color(5))
-    ax.set_yticks(y, head["label"], fontsize=7)
     ax.set_xlabel("training steps until the 10-step mean loss ≤ threshold")
-    ax.set_title(spec.title)
     ax.set_xlim(0, 1.3 * max([float(v or 0) for v in head["steps_run"]] + [1.0]))
     return fig
 
 
 def accuracy(spec: FigureSpec) -> Figure:
     """Final train and test accuracy per configuration (underfitting: both low)."""
-    head = spec.data["headline"].iloc[::-1]
-    fig = _figure((8.0, 0.4 * len(head) + 1.4))
-    ax = fig.add_subplot()
-    y = np.arange(len(head))
+    fig, ax, head, y = _bars(spec, 0.4)
     ax.barh(y + 0.2, head["final_train_accuracy"], height=0.38, color=palette.color(0),
             label="train")
     ax.barh(y - 0.2, head["final_test_accuracy"], height=0.38, color=palette.color(1),
@@ -234,56 +251,39 @@ def accuracy(spec: FigureSpec) -> Figure:
     if chance:
         ax.axvline(chance, color=palette.REFERENCE, linestyle=":", linewidth=1,
                    label="chance (1 / classes)")
-    ax.set_yticks(y, head["label"], fontsize=7)
     ax.set_xlim(0, 1)
     ax.set_xlabel("final accuracy (fraction correct)")
-    ax.set_title(spec.title)
     ax.legend(fontsize=7, frameon=False, loc="lower right")
     return fig
 
 
 def theory_layers(spec: FigureSpec) -> Figure:
     """Measured backward signal per layer (markers) and the theory's line (same colour)."""
-    layers = spec.data["layers"]
-    fig = _figure()
-    ax = fig.add_subplot()
-    for i, (label, rows) in enumerate(layers.groupby("label", sort=False)):
-        st = palette.style(i)
+    fig, ax = _panel()
+    for st, label, rows in palette.styled_groups(spec.data["layers"]):
         ax.plot(rows["depth"], _positive(rows["measured"]), linestyle="none",
                 marker=st["marker"], markersize=3.5, color=st["color"], label=label)
         ax.plot(rows["depth"], _positive(rows["predicted"]), linestyle="-", linewidth=1.1,
                 color=st["color"], alpha=0.8)
     ax.plot([], [], color="grey", label="lines: mean-field theory")
-    ax.set_yscale("log")
+    _finish(ax, spec, LAYER_AXIS, QUANTITY_AXIS["backward_signal_norm"], log=True)
     if spec.options.get("log_range"):
         lo, hi = spec.options["log_range"]
         ax.set_ylim(10.0**lo, 10.0**hi)
-    ax.set_xlabel("layer (1 = input side; last = output layer)")
-    ax.set_ylabel(QUANTITY_AXIS["backward_signal_norm"])
-    ax.set_title(spec.title)
-    ax.grid(True, color=palette.GRID, linewidth=0.6)
-    _legend(ax, layers["label"].nunique() + 1)
     return fig
 
 
 def depth_scaling(spec: FigureSpec) -> Figure:
     """Attenuation through the whole net against its depth: measured points, theory lines."""
-    depths = spec.data["depths"]
-    fig = _figure()
-    ax = fig.add_subplot()
-    for i, (group, rows) in enumerate(depths.groupby("group", sort=False)):
-        st = palette.style(i)
+    fig, ax = _panel()
+    for st, group, rows in palette.styled_groups(spec.data["depths"], "group"):
         rows = rows.sort_values("net_depth")
         ax.plot(rows["net_depth"], rows["measured"], linestyle="none", marker=st["marker"],
                 color=st["color"], label=f"{group} (measured)")
         ax.plot(rows["net_depth"], rows["predicted"], color=st["color"], linewidth=1.1,
                 alpha=0.8)
     ax.plot([], [], color="grey", label="mean-field theory (lines)")
-    ax.set_xlabel("network depth (weight layers)")
-    ax.set_ylabel("log10 ‖∂L/∂h_1‖ / ‖∂L/∂h_L‖ at initialisation")
-    ax.set_title(spec.title)
-    ax.grid(True, color=palette.GRID, linewidth=0.6)
-    _legend(ax, depths["group"].nunique() + 1)
+    _finish(ax, spec, DEPTH_AXIS, RATIO_AXIS, log=False)
     return fig
 
 
@@ -309,8 +309,8 @@ def phase_diagram(spec: FigureSpec) -> Figure:
                     label=f"{row['label']} ({row['phase']})")
     if grid.log_x:
         ax.set_xscale("log")
-    ax.set_xlabel("σw² (weight variance × fan-in)")
-    ax.set_ylabel("σb² (bias variance)")
+    ax.set_xlabel(SIGMA_AXES[0])
+    ax.set_ylabel(SIGMA_AXES[1])
     ax.set_title(spec.title)
     ax.legend(fontsize=7, frameon=True, loc="upper left")
     return fig
@@ -318,34 +318,15 @@ def phase_diagram(spec: FigureSpec) -> Figure:
 
 def jacobian(spec: FigureSpec) -> Figure:
     """Singular values of the input-output Jacobian at initialisation, sorted, log scale."""
-    spectrum = spec.data["spectrum"]
-    fig = _figure()
-    ax = fig.add_subplot()
-    for i, (label, rows) in enumerate(spectrum.groupby("label", sort=False)):
-        st = palette.style(i)
+    fig, ax = _panel()
+    for st, label, rows in palette.styled_groups(spec.data["spectrum"]):
         ax.plot(rows["rank"], _positive(rows["singular_value"]), color=st["color"],
                 linestyle=st["linestyle"], linewidth=1.4, label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("rank of singular value / number of singular values")
-    ax.set_ylabel("singular value of ∂h_L/∂h_1 (all samples pooled)")
-    ax.set_title(spec.title)
-    ax.grid(True, color=palette.GRID, linewidth=0.6)
-    _legend(ax, spectrum["label"].nunique())
+    _finish(ax, spec, RANK_AXIS, "singular value of ∂h_L/∂h_1 (all samples pooled)", log=True)
     return fig
 
 
-RENDERERS: dict[str, Callable[[FigureSpec], Figure]] = {
-    "gradient_flow": gradient_flow,
-    "heatmap": heatmap,
-    "activation_curves": activation_curves,
-    "training_curves": training_curves,
-    "steps_to_threshold": steps_to_threshold,
-    "accuracy": accuracy,
-    "theory_layers": theory_layers,
-    "depth_scaling": depth_scaling,
-    "phase_diagram": phase_diagram,
-    "jacobian": jacobian,
-}
+RENDERERS: dict[str, Callable[[FigureSpec], Figure]] = renderers(globals())
 
 
 def render(spec: FigureSpec) -> Figure:

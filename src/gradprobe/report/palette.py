@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 #: Okabe-Ito, black last (it is used for references such as theory lines).
@@ -66,3 +67,15 @@ def style(i: int) -> dict[str, Any]:
         "marker": _MPL_MARKERS[i % len(_MPL_MARKERS)],
         "symbol": _PLOTLY_MARKERS[i % len(_PLOTLY_MARKERS)],
     }
+
+
+def styled_groups(frame: Any, key: str = "label") -> Iterator[tuple[dict[str, Any], Any, Any]]:
+    """``(style, value, rows)`` per value of ``frame[key]`` in order of appearance.
+
+    Example:
+        >>> import pandas as pd
+        >>> [(st["color"], v) for st, v, _ in styled_groups(pd.DataFrame({"label": ["b", "a"]}))]
+        [('#0072B2', 'b'), ('#E69F00', 'a')]
+    """
+    for i, (value, rows) in enumerate(frame.groupby(key, sort=False)):
+        yield style(i), value, rows

@@ -7,12 +7,10 @@ by tests. Non-finite values, and non-positive values on log axes, become gaps (`
 
 Example:
     >>> import pandas as pd
-    >>> flow = pd.DataFrame({"run": "a", "label": "3-layer tanh, Xavier", "step": 0,
-    ...                      "depth": [1, 2, 3], "layer": ["l1", "l2", "head"],
-    ...                      "value": [0.01, 0.1, 1.0]})
-    >>> fig = gradient_flow(FigureSpec("gradient_flow", "Backward signal", {"flow": flow}))
-    >>> fig.data[0].y
-    (0.01, 0.1, 1.0)
+    >>> flow = pd.DataFrame({"label": "2-layer ReLU, He", "depth": [1, 2],
+    ...                      "layer": ["l1", "head"], "value": [0.5, 1.0]})
+    >>> gradient_flow(FigureSpec("gradient_flow", "Signal", {"flow": flow})).data[0].y
+    (0.5, 1.0)
 """
 
 from __future__ import annotations
@@ -26,9 +24,16 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gradprobe.report import palette
-from gradprobe.report.content import FigureSpec
+from gradprobe.report.content import FigureSpec, renderers
 from gradprobe.report.data import activation_words, stats_note
-from gradprobe.report.figures import QUANTITY_AXIS
+from gradprobe.report.figures import (
+    DEPTH_AXIS,
+    LAYER_AXIS,
+    QUANTITY_AXIS,
+    RANK_AXIS,
+    RATIO_AXIS,
+    SIGMA_AXES,
+)
 
 FONT = {"family": "system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif",
         "size": 12}
@@ -67,15 +72,14 @@ def gradient_flow(spec: FigureSpec) -> go.Figure:
     flow = spec.data["flow"]
     quantity = spec.options.get("quantity", "backward_signal_norm")
     fig = go.Figure()
-    for i, (label, rows) in enumerate(flow.groupby("label", sort=False)):
-        st = palette.style(i)
+    for st, label, rows in palette.styled_groups(flow):
         fig.add_trace(go.Scatter(
             x=_ints(rows["depth"]), y=values(rows["value"], log=True), name=label,
             mode="lines+markers", line={"color": st["color"], "dash": st["dash"], "width": 2},
             marker={"symbol": st["symbol"], "size": 5}, text=list(rows["layer"]),
             hovertemplate="%{text}<br>layer %{x}: %{y:.3e}<extra>" + label + "</extra>",
         ))
-    fig.update_xaxes(title="layer (1 = input side; last = output layer)")
+    fig.update_xaxes(title=LAYER_AXIS)
     fig.update_yaxes(type="log", title=QUANTITY_AXIS.get(quantity, quantity),
                      exponentformat="power")
     return _layout(fig, spec.title)
@@ -250,8 +254,7 @@ def theory_layers(spec: FigureSpec) -> go.Figure:
     """Measured backward signal per layer (markers) and the theory's line (same colour)."""
     layers = spec.data["layers"]
     fig = go.Figure()
-    for i, (label, rows) in enumerate(layers.groupby("label", sort=False)):
-        st = palette.style(i)
+    for st, label, rows in palette.styled_groups(layers):
         fig.add_trace(go.Scatter(
             x=_ints(rows["depth"]), y=values(rows["measured"], log=True), mode="markers",
             name=f"{label} (measured)", legendgroup=label,
@@ -263,7 +266,7 @@ def theory_layers(spec: FigureSpec) -> go.Figure:
             name=f"{label} (theory)", legendgroup=label, line={"color": st["color"]},
             hovertemplate="layer %{x}: theory %{y:.3e}<extra>" + label + "</extra>",
         ))
-    fig.update_xaxes(title="layer (1 = input side; last = output layer)")
+    fig.update_xaxes(title=LAYER_AXIS)
     fig.update_yaxes(type="log", title=QUANTITY_AXIS["backward_signal_norm"],
                      exponentformat="power", range=spec.options.get("log_range"))
     return _layout(fig, spec.title)
@@ -273,8 +276,7 @@ def depth_scaling(spec: FigureSpec) -> go.Figure:
     """Attenuation through the whole net against its depth: measured points, theory lines."""
     depths = spec.data["depths"]
     fig = go.Figure()
-    for i, (group, rows) in enumerate(depths.groupby("group", sort=False)):
-        st = palette.style(i)
+    for st, group, rows in palette.styled_groups(depths, "group"):
         rows = rows.sort_values("net_depth")
         fig.add_trace(go.Scatter(
             x=_ints(rows["net_depth"]), y=values(rows["measured"]), mode="markers",
@@ -286,8 +288,8 @@ def depth_scaling(spec: FigureSpec) -> go.Figure:
             x=_ints(rows["net_depth"]), y=values(rows["predicted"]), mode="lines",
             name=f"{group} (theory)", legendgroup=group, line={"color": st["color"]},
         ))
-    fig.update_xaxes(title="network depth (weight layers)")
-    fig.update_yaxes(title="log10 ‖∂L/∂h_1‖ / ‖∂L/∂h_L‖ at initialisation")
+    fig.update_xaxes(title=DEPTH_AXIS)
+    fig.update_yaxes(title=RATIO_AXIS)
     return _layout(fig, spec.title)
 
 
@@ -317,9 +319,9 @@ def phase_diagram(spec: FigureSpec) -> go.Figure:
                 marker={"color": st["color"], "symbol": st["symbol"], "size": 13,
                         "line": {"color": "white", "width": 1.5}},
             ))
-    fig.update_xaxes(title="σw² (weight variance × fan-in)",
+    fig.update_xaxes(title=SIGMA_AXES[0],
                      type="log" if grid.log_x else "linear")
-    fig.update_yaxes(title="σb² (bias variance)")
+    fig.update_yaxes(title=SIGMA_AXES[1])
     fig.add_annotation(text="ordered: gradients vanish", x=0.02, y=0.02, xref="paper",
                        yref="paper", showarrow=False, xanchor="left", font={"color": "white"})
     fig.add_annotation(text="chaotic: gradients explode", x=0.98, y=0.02, xref="paper",
@@ -331,29 +333,17 @@ def jacobian(spec: FigureSpec) -> go.Figure:
     """Singular values of the input-output Jacobian at initialisation, sorted, log scale."""
     spectrum = spec.data["spectrum"]
     fig = go.Figure()
-    for i, (label, rows) in enumerate(spectrum.groupby("label", sort=False)):
-        st = palette.style(i)
+    for st, label, rows in palette.styled_groups(spectrum):
         fig.add_trace(go.Scatter(
             x=values(rows["rank"]), y=values(rows["singular_value"], log=True), name=label,
             mode="lines", line={"color": st["color"], "dash": st["dash"], "width": 2},
         ))
-    fig.update_xaxes(title="rank of singular value / number of singular values")
+    fig.update_xaxes(title=RANK_AXIS)
     fig.update_yaxes(type="log", title="singular value of ∂h_L/∂h_1", exponentformat="power")
     return _layout(fig, spec.title)
 
 
-RENDERERS: dict[str, Callable[[FigureSpec], go.Figure]] = {
-    "gradient_flow": gradient_flow,
-    "heatmap": heatmap,
-    "activation_curves": activation_curves,
-    "training_curves": training_curves,
-    "steps_to_threshold": steps_to_threshold,
-    "accuracy": accuracy,
-    "theory_layers": theory_layers,
-    "depth_scaling": depth_scaling,
-    "phase_diagram": phase_diagram,
-    "jacobian": jacobian,
-}
+RENDERERS: dict[str, Callable[[FigureSpec], go.Figure]] = renderers(globals())
 
 
 def render(spec: FigureSpec) -> go.Figure:

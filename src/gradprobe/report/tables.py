@@ -18,7 +18,12 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
+from gradprobe import record
+from gradprobe.probe.quantities import QUANTITIES
+
 ACTIVATION_QUANTITIES = ("mean_sq_derivative", "saturated_fraction", "dead_unit_fraction")
+# every quantity measured on activations (from their one definition), not on weight layers
+_PER_ACTIVATION = tuple(q.name for q in QUANTITIES if q.target == "activation")
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -43,11 +48,9 @@ def per_layer(frame: pd.DataFrame, step: int) -> pd.DataFrame:
     at = frame[(frame["step"] == step) & (frame["depth"] > 0)]
     if at.empty:
         return pd.DataFrame()
-    is_act = at["quantity"].isin(ACTIVATION_QUANTITIES + ("inactive_fraction",))
-    weights = at[~is_act].pivot_table(index=["depth", "layer"], columns="quantity",
-                                      values="value", aggfunc="first").reset_index()
-    acts = at[is_act].pivot_table(index="depth", columns="quantity", values="value",
-                                  aggfunc="first")
+    is_act = at["quantity"].isin(_PER_ACTIVATION)
+    weights = record.layer_table(at[~is_act])
+    acts = record.layer_table(at[is_act], index=("depth",)).set_index("depth")
     return weights.merge(acts, left_on="depth", right_index=True, how="left").sort_values("depth")
 
 

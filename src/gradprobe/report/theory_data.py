@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -83,6 +83,18 @@ def _caveat(pred: Any) -> str | None:
     return None if pred.applies else pred.reason
 
 
+def _with_theory(
+    records: Sequence[RunRecord], notes: list[str], prefix: str = ""
+) -> Iterator[RunRecord]:
+    """The records the theory applies to; a note in ``notes`` for each of the others."""
+    for rec in records:
+        reason = theory_applies(rec.spec)
+        if reason:
+            notes.append(f"{rec.label}: {prefix}{reason}")
+        else:
+            yield rec
+
+
 def theory_frame(records: Sequence[RunRecord]) -> tuple[pd.DataFrame, list[str]]:
     """Measured and predicted backward signal per layer at initialisation.
 
@@ -94,12 +106,9 @@ def theory_frame(records: Sequence[RunRecord]) -> tuple[pd.DataFrame, list[str]]
     """
     from gradprobe.report.data import flow_frame
 
-    parts, notes = [], []
-    for rec in records:
-        reason = theory_applies(rec.spec)
-        if reason:
-            notes.append(f"{rec.label}: no line: {reason}")
-            continue
+    parts: list[pd.DataFrame] = []
+    notes: list[str] = []
+    for rec in _with_theory(records, notes, "no line: "):
         flow = flow_frame([rec], "backward_signal_norm", "init")
         if flow.empty:
             continue
@@ -142,12 +151,9 @@ def depth_frame(records: Sequence[RunRecord]) -> tuple[pd.DataFrame, list[str]]:
     """
     from gradprobe.report.data import attenuation
 
-    rows, notes = [], []
-    for rec in records:
-        reason = theory_applies(rec.spec)
-        if reason:
-            notes.append(f"{rec.label}: {reason}")
-            continue
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for rec in _with_theory(records, notes):
         ratio = attenuation(rec, "init")
         path = network_prediction(rec.spec).path
         rows.append({

@@ -1,76 +1,43 @@
-"""The probe's quantities for every member of a stacked network at once.
+"""The stacked engine as a quantity provider: the probe's primitives for every member at once.
 
-:class:`gradprobe.Probe` measures one model through hooks; the vectorised engine has every
-tensor the probe would hook already at hand, batched over members. This module computes
-the same quantities from those tensors, with the probe's definitions
-(:mod:`gradprobe.probe.quantities`), and lays them out as the probe's rows: per recorded
-step, for each depth the layer quantities then the activation quantities, then the update
-ratios; in the probe's quantity order.
+:class:`gradprobe.Probe` gets its primitives through hooks; the vectorised engine has every
+tensor the probe would hook already at hand, batched over members. This module reduces
+those tensors to the same primitives (:mod:`gradprobe.probe.quantities`: sums of squares,
+sums, counts) per member, brings them to the host in one transfer, and evaluates the
+shared quantity definitions on (layers, members) arrays. Nothing here defines a quantity.
+Rows come out in the probe's order: per recorded step, for each depth the layer quantities
+then the activation quantities, then the update ratios; in quantity order.
 
-Per weight layer (y = its output (M, B, out), g = dL/dy, g_in = dL/d(input) through W^T):
-
-=====================  ===================================================================
-weight_grad_norm       ||dL/dW||                       bias_grad_norm   ||dL/db||
-weight_norm            ||W|| (before the update)       grad_to_weight_ratio
-update_to_weight_ratio ||W_after - W_before|| / ||W_before||
-backward_signal_norm   sqrt(sum g^2 / batch)           forward_signal_norm  sqrt(sum y^2 / batch)
-preact_mean            mean of y                       preact_std  population std of y
-                                                       (from sum y and sum y^2, as the probe)
-weight_factor          sqrt(sum g_in^2 / sum g^2)      (not for layer 1: its input is data)
-between_factor         sqrt(sum g_l^2 / sum g_in,l+1^2) (not for the last layer)
-=====================  ===================================================================
-
-Per activation (z its input, d = phi'(z)): mean_sq_derivative (mean d^2), saturated_fraction
-(|d| < SATURATION_THRESHOLD * sup|phi'|, bounded activations only), inactive_fraction
-(d == 0), dead_unit_fraction (units with d == 0 on every sample). Ratios follow the probe:
-x/0 is inf for x > 0 and NaN for 0/0.
+Where the probe has no primitive, neither does the engine: no ``gin_sq`` for layer 1 (its
+input is data), no ``next_gin_sq`` for the last layer, no ``sat_low``/``sat_high`` for
+unbounded activations; the quantities that read them are not emitted there.
 
 Example:
-    >>> ratio(np.array([1.0, 0.0, 2.0]), np.array([0.0, 0.0, 4.0])).tolist()
-    [inf, nan, 0.5]
+    >>> layout = RowLayout(2, np.array([True, False]))
+    >>> [k for k in layout.keys if k[2] == "saturated_fraction"]
+    [('block1.act', 1, 'saturated_fraction')]
+    >>> layout.emitted[[k[2] == "saturated_fraction" for k in layout.keys]].tolist()
+    [[True, False]]
 """
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 
-from gradprobe.probe.quantities import QUANTITIES
+from gradprobe.probe import quantities as definitions
+from gradprobe.probe.quantities import evaluate, is_update, present, with_next
 from gradprobe.sweeps.stacked import Pass, StackedMLP, safe_norm
 
-LAYER_PRIMITIVES = ("w_norm", "w_grad", "b_grad", "y_sum", "y_sq", "g_sq", "gin_sq")
-ACT_PRIMITIVES = ("d_sq", "nonzero", "alive", "sat")
+LAYER_PRIMITIVES = ("w_norm", "w_grad", "b_grad", "y_sum", "y_norm", "g_norm", "gin_norm")
+ACT_PRIMITIVES = ("d_norm", "nonzero", "alive", "sat_low", "sat_high")
 
-_COMPUTED = {
-    "weight_grad_norm", "bias_grad_norm", "weight_norm", "grad_to_weight_ratio",
-    "update_to_weight_ratio", "backward_signal_norm", "forward_signal_norm", "preact_mean",
-    "preact_std", "weight_factor", "between_factor", "mean_sq_derivative",
-    "saturated_fraction", "inactive_fraction", "dead_unit_fraction",
-}
-LAYER_ORDER = [q.name for q in QUANTITIES if q.target == "layer" and "update" not in q.needs
-               and q.name in _COMPUTED]
-ACT_ORDER = [q.name for q in QUANTITIES if q.target == "activation" and q.name in _COMPUTED]
-UPDATE_ORDER = [q.name for q in QUANTITIES if "update" in q.needs and q.name in _COMPUTED]
-_MISSING = [q.name for q in QUANTITIES if q.name not in _COMPUTED]
-if _MISSING:  # the probe grew a quantity the engine does not compute yet: say so, once
-    warnings.warn(f"gradprobe: the vectorised sweep engine does not compute "
-                  f"{', '.join(_MISSING)}; vectorised runs lack those rows", stacklevel=2)
-
-
-def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """Elementwise ``num / den``: x/0 = inf (x > 0), 0/0 = nan, as the probe's ``ratio``."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = num / den
-    zero = den == 0
-    return np.where(zero, np.where(num > 0, np.inf, np.nan), out)
 
 
 def primitives(
     stack: StackedMLP, run: Pass, grads_w: list[torch.Tensor], grads_b: list[torch.Tensor]
 ) -> list[torch.Tensor]:
-    """Per-member sums the quantities need, before the update, as a flat list of (M,).
+    """Per-member reductions the primitives come from, before the update: a list of (M,).
 
     Order: for each layer :data:`LAYER_PRIMITIVES`, then for each hidden layer's
     activation :data:`ACT_PRIMITIVES` (see :func:`to_host`).
@@ -87,12 +54,14 @@ def primitives(
             run.grad_out_norm[i], gin if gin is not None else torch.full_like(total, np.nan),
         ]  # norms, not sums of squares: the host squares them in float64
     for i in range(stack.n_layers - 1):
-        out += _activation_primitives(stack, run.dphi[i])
+        out += _activation_primitives(stack, run.dphi[i], run.inputs[i + 1])
     return out
 
 
-def _activation_primitives(stack: StackedMLP, d: torch.Tensor) -> list[torch.Tensor]:
-    """(||d||, #nonzero, #units alive, #saturated) per member; d = phi'(z): (M, B, units).
+def _activation_primitives(stack: StackedMLP, d: torch.Tensor, h: torch.Tensor
+                           ) -> list[torch.Tensor]:
+    """(||d||, #nonzero, #units alive, #saturated low, #high) per member; d = phi'(z),
+    h = phi(z): (M, B, units).
 
     A unit is alive when |phi'| > 0 on some sample (dead: 0 on every one). Overwrites d
     (with |d|) and works in one reused scratch tensor: on a CPU a fresh tensor per pass
@@ -103,22 +72,25 @@ def _activation_primitives(stack: StackedMLP, d: torch.Tensor) -> list[torch.Ten
     scratch = stack.buffer(("scratch", *a.shape), tuple(a.shape))
     nonzero = torch.sign(a, out=scratch).sum(dim=(1, 2))
     alive = (a.amax(dim=1) > 0).sum(dim=1)
-    # #(a < level) as the sum of sign(relu(level - a)): several times faster on the CPU than
-    # summing a bool tensor (which converts it to int64 first); exact below 2**24 entries
-    levels = stack.saturation_levels.view(-1, 1, 1)
-    sat = torch.sub(levels, a, out=scratch).relu_().sign_().sum(dim=(1, 2))
-    return [norm, nonzero, alive, sat]
+    # #(h < low) as the sum of sign(relu(low - h)): several times faster on the CPU than
+    # summing a bool tensor (which converts it to int64 first); exact below 2**24 entries.
+    # Unbounded members have levels -inf / inf: no entry counts.
+    low = stack.saturation_levels[:, 0].view(-1, 1, 1)
+    high = stack.saturation_levels[:, 1].view(-1, 1, 1)
+    sat_low = torch.sub(low, h, out=scratch).relu_().sign_().sum(dim=(1, 2))
+    sat_high = torch.sub(h, high, out=scratch).relu_().sign_().sum(dim=(1, 2))
+    return [norm, nonzero, alive, sat_low, sat_high]
 
 
 def bounded(stack: StackedMLP) -> np.ndarray:
     """(M,) whether each member's activation is bounded (saturation is reported)."""
-    return stack.saturation_levels.cpu().numpy() >= 0
+    return np.asarray(stack.bounded, dtype=bool)
 
 
 def to_host(
     prims: list[torch.Tensor], updates: list[torch.Tensor], n_layers: int
 ) -> dict[str, np.ndarray]:
-    """One transfer: primitive name -> (layers, M) float64 (activations: (layers - 1, M))."""
+    """One transfer: name -> (layers, M) float64 (activations: (layers - 1, M))."""
     flat = torch.stack([p.to(torch.float64) for p in prims + updates]).cpu().numpy()
     n_l, n_a, m = len(LAYER_PRIMITIVES), len(ACT_PRIMITIVES), flat.shape[1]
     layer = flat[: n_l * n_layers].reshape(n_layers, n_l, m)
@@ -129,90 +101,89 @@ def to_host(
     return out
 
 
+def _have(n_layers: int, is_bounded: np.ndarray) -> tuple[dict, dict]:
+    """Where each primitive exists: (layer presence, activation presence), (L, M) / (L-1, M)."""
+    every = np.ones((n_layers, len(is_bounded)), dtype=bool)
+    layer = {k: every for k in ("w_norm", "w_grad", "b_grad", "out_sum", "out_sq",
+                                "out_numel", "out_batch", "gout_sq", "update", "w_old")}
+    gin = every.copy()
+    gin[0] = False  # layer 1's input is data: no gradient flows into it
+    layer["gin_sq"] = gin
+    with_next({"gin_sq": np.zeros(every.shape)}, layer)
+    hidden = every[:-1]
+    act = {k: hidden for k in ("dphi_sq", "numel", "units", "zero", "dead")}
+    act["sat_low"] = act["sat_high"] = hidden & is_bounded[None, :]
+    return layer, act
+
+
+def layer_arrays(p: dict[str, np.ndarray], batch: int, widths: np.ndarray
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The shared primitives from the host reductions: (per layer, per activation)."""
+    numel = batch * widths[:, None]  # (L, 1) entries of each layer's output
+    gin_sq = p["gin_norm"] ** 2
+    layer: dict[str, np.ndarray] = {
+        "w_norm": p["w_norm"], "w_grad": p["w_grad"], "b_grad": p["b_grad"],
+        "out_sum": p["y_sum"], "out_sq": p["y_norm"] ** 2, "out_numel": numel,
+        "out_batch": batch, "gout_sq": p["g_norm"] ** 2, "gin_sq": gin_sq,
+        "update": p["update"], "w_old": p["w_norm"],
+    }
+    with_next(layer, {"gin_sq": np.ones(gin_sq.shape, dtype=bool)})
+    units = widths[:-1, None]  # (L - 1, 1)
+    act_numel = batch * units
+    act = {
+        "dphi_sq": p["d_norm"] ** 2, "numel": act_numel, "units": units,
+        "zero": act_numel - p["nonzero"], "dead": units - p["alive"],
+        "sat_low": p["sat_low"], "sat_high": p["sat_high"],
+    }
+    return layer, act
+
+
 class RowLayout:
     """The probe's rows for one network shape: keys once, values per recorded step.
 
     ``keys`` lists (layer name, depth, quantity) in the probe's order; ``emitted`` (rows, M)
-    says which rows a member has (no weight_factor for layer 1, no between_factor for the
-    last layer, saturated_fraction only for bounded activations).
+    says which rows a member has (where the quantity's primitives exist).
     """
 
     def __init__(self, n_layers: int, is_bounded: np.ndarray) -> None:
         names = [f"block{i}.linear" for i in range(1, n_layers)] + ["head"]
+        every = definitions.QUANTITIES  # all of them, in the probe's order
+        self.layer_qs = [q for q in every if q.target == "layer" and not is_update(q)]
+        self.act_qs = [q for q in every if q.target == "activation"]
+        self.update_qs = [q for q in every if is_update(q)]
+        self.have = _have(n_layers, is_bounded)
+        layer_mask = {q.name: present(q, self.have[0]) for q in self.layer_qs + self.update_qs}
+        act_mask = {q.name: present(q, self.have[1]) for q in self.act_qs}
         self.keys: list[tuple[str, int, str]] = []
         masks: list[np.ndarray] = []
-        every, none = np.ones_like(is_bounded), np.zeros_like(is_bounded)
         for i in range(n_layers):
-            for q in LAYER_ORDER:
-                skip = (q == "weight_factor" and i == 0) or (
-                    q == "between_factor" and i == n_layers - 1)
-                self.keys.append((names[i], i + 1, q))
-                masks.append(none if skip else every)
+            for q in self.layer_qs:
+                self.keys.append((names[i], i + 1, q.name))
+                masks.append(layer_mask[q.name][i])
             if i < n_layers - 1:
-                for q in ACT_ORDER:
-                    self.keys.append((f"block{i + 1}.act", i + 1, q))
-                    masks.append(is_bounded if q == "saturated_fraction" else every)
+                for q in self.act_qs:
+                    self.keys.append((f"block{i + 1}.act", i + 1, q.name))
+                    masks.append(act_mask[q.name][i])
         for i in range(n_layers):
-            for q in UPDATE_ORDER:
-                self.keys.append((names[i], i + 1, q))
-                masks.append(every)
+            for q in self.update_qs:
+                self.keys.append((names[i], i + 1, q.name))
+                masks.append(layer_mask[q.name][i])
         self.emitted = np.stack(masks)  # (rows, M)
         self.n_layers = n_layers
 
     def values(self, p: dict[str, np.ndarray], batch: int, widths: list[int]) -> np.ndarray:
-        """(rows, M) values of one recorded step from its host primitives."""
-        q = quantities(p, batch, np.asarray(widths, dtype=np.float64))
+        """(rows, M) values of one recorded step from its host reductions."""
+        layer, act = layer_arrays(p, batch, np.asarray(widths, dtype=np.float64))
+        q = evaluate(self.layer_qs + self.update_qs, layer, self.have[0])
+        q.update(evaluate(self.act_qs, act, self.have[1]))
+        m = len(self.have[0]["w_norm"][0])
+        full = {name: np.broadcast_to(v, mask.shape if mask.ndim else (1, m))
+                for name, (v, mask) in q.items()}
         rows = []
         for i in range(self.n_layers):
-            rows += [q[name][i] for name in LAYER_ORDER]
+            rows += [full[qq.name][i] for qq in self.layer_qs]
             if i < self.n_layers - 1:
-                rows += [q[name][i] for name in ACT_ORDER]
+                rows += [full[qq.name][i] for qq in self.act_qs]
         for i in range(self.n_layers):
-            rows += [q[name][i] for name in UPDATE_ORDER]
+            rows += [full[qq.name][i] for qq in self.update_qs]
         return np.stack(rows)
-
-
-def quantities(p: dict[str, np.ndarray], batch: int, widths: np.ndarray) -> dict[str, np.ndarray]:
-    """Quantity name -> (layers, M) (activations: (layers - 1, M)); see :func:`_quantities`.
-
-    NaN and Inf (a diverging member) pass through without warnings, as in the probe.
-    """
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        return _quantities(p, batch, widths)
-
-
-def _quantities(
-    p: dict[str, np.ndarray], batch: int, widths: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Quantity name -> (layers, M) (activations: (layers - 1, M)) from host primitives.
-
-    ``p`` holds norms (w_norm, w_grad, b_grad, y_sq, g_sq, gin_sq, d_sq, update), the
-    sum of each output (y_sum) and counts (nonzero, alive, sat), as :func:`primitives`
-    leaves them; ``widths`` is each layer's output size.
-    """
-    y_sq, g_sq, gin_sq = p["y_sq"] ** 2, p["g_sq"] ** 2, p["gin_sq"] ** 2
-    numel = batch * widths[:, None]  # (L, 1) entries of each layer's output
-    mean = p["y_sum"] / numel
-    next_gin = np.concatenate([gin_sq[1:], np.full_like(gin_sq[:1], np.nan)])
-    out = {
-        "weight_grad_norm": p["w_grad"],
-        "bias_grad_norm": p["b_grad"],
-        "weight_norm": p["w_norm"],
-        "grad_to_weight_ratio": ratio(p["w_grad"], p["w_norm"]),
-        "update_to_weight_ratio": ratio(p["update"], p["w_norm"]),
-        "backward_signal_norm": np.sqrt(g_sq / batch),
-        "forward_signal_norm": np.sqrt(y_sq / batch),
-        "preact_mean": mean,
-        "preact_std": np.sqrt(np.maximum(y_sq / numel - mean * mean, 0.0)),
-        "weight_factor": np.sqrt(ratio(gin_sq, g_sq)),
-        "between_factor": np.sqrt(ratio(g_sq, next_gin)),
-    }
-    units = widths[:-1, None]  # (L - 1, 1)
-    act_numel = batch * units
-    out.update({
-        "mean_sq_derivative": ratio(p["d_sq"] ** 2, act_numel),
-        "saturated_fraction": ratio(p["sat"], act_numel),
-        "inactive_fraction": ratio(act_numel - p["nonzero"], act_numel),
-        "dead_unit_fraction": ratio(units - p["alive"], units),
-    })
-    return out

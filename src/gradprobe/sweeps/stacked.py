@@ -35,30 +35,13 @@ import torch
 from torch import nn
 
 from gradprobe import native
+from gradprobe.nets.activations import ActivationEntry, get_activation
 from gradprobe.nets.activations import Linear as IdentityActivation
 from gradprobe.nets.init import init_layer_
 from gradprobe.nets.plain import make_activation, weight_layers
 from gradprobe.probe import handlers as H
 from gradprobe.probe.quantities import SATURATION_THRESHOLD, UNDERFLOW_SUM_SQ
 from gradprobe.spec import NetSpec
-
-# Activations whose derivative is cheaper from the output h = phi(z) than from z, written
-# into ``out``. Each formula is the registry's dphi with phi(z) replaced by h, in the same
-# floats (-(h h) + 1 is 1 - h h exactly, as (-h + 1) h is h (1 - h)).
-_FROM_OUTPUT = {
-    "tanh": lambda z, h, out: torch.mul(h, h, out=out).neg_().add_(1.0),
-    "sigmoid": lambda z, h, out: torch.neg(h, out=out).add_(1.0).mul_(h),
-    "relu": lambda z, h, out: torch.gt(z, 0, out=out),
-}
-# g * phi'(z) in one fused pass, written over g: the kernels autograd itself runs for
-# these modules.
-_FUSED_BACKWARD = {
-    "tanh": lambda g, z, h: torch.ops.aten.tanh_backward.grad_input(g, h, grad_input=g),
-    "sigmoid": lambda g, z, h: torch.ops.aten.sigmoid_backward.grad_input(g, h, grad_input=g),
-    "relu": lambda g, z, h: torch.ops.aten.threshold_backward.grad_input(
-        g, h, 0.0, grad_input=g),
-}
-
 
 
 def safe_norm(t: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
@@ -85,23 +68,29 @@ class Segment:
     start: int
     stop: int
     module: nn.Module  # that activation (elementwise, so it takes (members, batch, units))
-    name: str  # registry name
-    handler: H.ActivationHandler  # the probe's handler: phi' and sup|phi'| as the probe sees them
+    name: str  # catalogue name
+    handler: H.ActivationHandler  # the probe's handler: phi' as the probe sees it
+    entry: ActivationEntry  # its catalogue entry: the fast paths below
 
     @property
-    def relu_counts(self) -> bool:
-        """The probe measures ReLU by counting active entries (no phi' tensor)."""
-        return isinstance(self.handler, H.ReluActivation)
+    def saturation_levels(self) -> tuple[float, float]:
+        """(low, high): outputs below low or above high are saturated, as the probe counts
+        them; (-inf, inf) for unbounded activations."""
+        span = self.handler.output_range(self.module)
+        if span is None:
+            return -math.inf, math.inf
+        cut = SATURATION_THRESHOLD * (span[1] - span[0])
+        return span[0] + cut, span[1] - cut
 
     @property
-    def max_dphi(self) -> float | None:
-        """sup |phi'| for bounded activations (saturation is measured), else None."""
-        return self.handler.max_dphi(self.module)
+    def bounded(self) -> bool:
+        """Whether saturation is measured."""
+        return self.handler.output_range(self.module) is not None
 
     @property
     def backward_from_output(self) -> bool:
         """phi' and the backward need only h = phi(z), not z."""
-        return self.name in _FUSED_BACKWARD
+        return self.entry.backward_from_output is not None
 
     @property
     def fused(self) -> bool:
@@ -124,9 +113,9 @@ class Segment:
     def dphi(self, z: torch.Tensor, h: torch.Tensor, out: torch.Tensor | None = None
              ) -> torch.Tensor:
         """phi'(z) for this segment's slice; ``h = phi(z)``. Written into ``out`` if given."""
-        fast = _FROM_OUTPUT.get(self.name)
+        fast = self.entry.dphi_from_output
         if fast is not None:
-            return fast(z, h, torch.empty_like(h) if out is None else out)
+            return fast(h, torch.empty_like(h) if out is None else out)
         d = self.handler.dphi(self.module, z)
         return d if out is None else out.copy_(d)
 
@@ -134,9 +123,9 @@ class Segment:
                  ) -> torch.Tensor:
         """dL/dz = g * phi'(z) from g = dL/dh, written over ``g`` (z unused, and may be
         None, when :attr:`backward_from_output`)."""
-        fused = _FUSED_BACKWARD.get(self.name)
+        fused = self.entry.backward_from_output
         if fused is not None:
-            return fused(g, z, h)
+            return fused(g, h)
         assert z is not None, "this activation's backward needs its pre-activations"
         return g.mul_(self.dphi(z, h))
 
@@ -171,11 +160,12 @@ class StackedMLP:
         self.n_members = weights[0].shape[0]
         self.n_layers = len(weights)
         self._buffers: dict[tuple, torch.Tensor] = {}
-        levels = [-1.0 if s.max_dphi is None else SATURATION_THRESHOLD * s.max_dphi
-                  for s in segments for _ in range(s.stop - s.start)]
-        #: (M,) |phi'| below this counts as saturated (the probe's rule); -1: unbounded
+        levels = [s.saturation_levels for s in segments for _ in range(s.stop - s.start)]
+        #: (M, 2) outputs below [:, 0] or above [:, 1] are saturated (the probe's rule)
         self.saturation_levels = torch.tensor(levels, dtype=weights[0].dtype,
                                               device=weights[0].device)
+        #: (M,) whether each member's activation is bounded (saturation is reported)
+        self.bounded = [s.bounded for s in segments for _ in range(s.stop - s.start)]
 
     @classmethod
     def from_specs(
@@ -397,9 +387,9 @@ def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _segment(start: int, module: nn.Module, name: str, device: torch.device | str) -> Segment:
     handler = H.activation_handler(module)
-    if handler is None:  # every registry activation has one; guard all the same
+    if handler is None:  # every catalogue activation has one; guard all the same
         raise ValueError(f"no probe handler for activation {type(module).__name__}")
-    return Segment(start, start + 1, module.to(device), name, handler)
+    return Segment(start, start + 1, module.to(device), name, handler, get_activation(name))
 
 
 def _activation_module(model: nn.Module) -> nn.Module:

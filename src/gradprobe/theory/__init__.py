@@ -3,14 +3,15 @@
 * :func:`predict` - q*, chi1, c*, depth scales xi_q / xi_c / xi_grad, phase, and with
   ``depth`` the layer-by-layer path and the predicted log10 gradient ratio;
   also takes an ``nn.Module`` or a spec (:func:`predict_network`).
-* :func:`critical_sigma_w2`, :func:`phase_diagram`, :func:`plot_phase_diagram` - the edge
-  of chaos and the (sigma_w2, sigma_b2) plane.
+* :func:`critical_sigma_w2`, :func:`phase_diagram` - the edge of chaos and the
+  (sigma_w2, sigma_b2) plane.
 * :func:`jacobian_spectrum`, :func:`jacobian_moments` - dynamical isometry.
 * :func:`log_grad_moments`, :func:`relu_log_grad_moments` - finite-width spread (Hanin).
-* :func:`compare`, :func:`plot_comparison` - per-layer predicted vs measured backward
-  factors.
+* :func:`compare` - per-layer predicted vs measured backward factors, read from a record.
 
-Formulas, conventions and failure modes: docs/theory.md.
+This package computes and never draws: :func:`gradprobe.report.plot_phase_diagram` and
+:func:`gradprobe.report.plot_comparison` draw its results; :func:`gradprobe.measure.compare_model`
+probes a live model and compares. Formulas, conventions and failure modes: docs/theory.md.
 
 Example:
     >>> import gradprobe as gp
@@ -21,7 +22,10 @@ Example:
 
 from __future__ import annotations
 
-from gradprobe.theory.compare import Comparison, compare, plot_comparison
+from typing import Any
+
+from gradprobe.theory.compare import Comparison, compare
+from gradprobe.theory.dispatch import predict
 from gradprobe.theory.finite_width import FiniteWidth, log_grad_moments, relu_log_grad_moments
 from gradprobe.theory.gaussian import Moments, expect, expect2, moments
 from gradprobe.theory.jacobian import (
@@ -34,7 +38,6 @@ from gradprobe.theory.meanfield import (
     LayerTheory,
     Prediction,
     SignalPath,
-    predict,
     signal_path,
     solve_q_star,
 )
@@ -48,7 +51,6 @@ from gradprobe.theory.phase import (
     PhaseDiagram,
     critical_sigma_w2,
     phase_diagram,
-    plot_phase_diagram,
 )
 
 __all__ = [
@@ -73,11 +75,23 @@ __all__ = [
     "log_grad_moments",
     "moments",
     "phase_diagram",
-    "plot_comparison",
-    "plot_phase_diagram",
     "predict",
     "predict_network",
     "relu_log_grad_moments",
     "signal_path",
     "solve_q_star",
 ]
+
+# Drawing moved to report/ (theory computes, report draws): say where, without importing it.
+_MOVED = {
+    "plot_phase_diagram": "gradprobe.report.plot_phase_diagram",
+    "plot_comparison": "gradprobe.report.plot_comparison",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        raise AttributeError(
+            f"gradprobe.theory.{name} moved to {_MOVED[name]} (theory computes, report draws)"
+        )
+    raise AttributeError(f"module 'gradprobe.theory' has no attribute {name!r}")

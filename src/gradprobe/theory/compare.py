@@ -1,30 +1,37 @@
-"""Prediction vs measurement: mean-field backward factors beside what the probe measures.
+"""Prediction vs measurement: mean-field backward factors beside a recorded measurement.
 
-For each weight layer ``l`` (depth 1..L from the input) the probe measures the backward
-signal ``s_l`` = RMS over the batch of ``|dL/dh^l|`` per sample. The measured per-layer
-factor on the squared backward signal is ``(s_l / s_{l+1})^2``; mean-field theory predicts
-``chi_l = sigma_w2^{l+1} D_l(q^l)`` along the network's own ``q^l`` path, started from the
-batch's mean square. Errors are ``log10(measured / predicted)``.
+:func:`compare` reads a record (the tidy ``step, layer, depth, quantity, value`` frame the
+probe, ``train()`` and the store give) and the network's description; it never runs a model.
+:func:`gradprobe.measure.compare_model` measures a live model first and then calls it.
+
+For each weight layer ``l`` (depth 1..L from the input) the record holds the backward
+signal ``s_l`` = RMS over the batch of ``|dL/dh^l|`` per sample (``backward_signal_norm``).
+The measured per-layer factor on the squared backward signal is ``(s_l / s_{l+1})^2``;
+mean-field theory predicts ``chi_l = sigma_w2^{l+1} D_l(q^l)`` along the network's own
+``q^l`` path, started from the inputs' mean square ``q0``. Errors are
+``log10(measured / predicted)``. The measured ``q^l`` is ``preact_std^2 + preact_mean^2``
+(the mean square of the layer's output entries), ``D^l`` is ``mean_sq_derivative``.
 
 Example:
+    >>> import torch
     >>> from torch import nn
-    >>> torch.manual_seed(0)                                        # doctest: +SKIP
+    >>> from gradprobe.probe import Probe
     >>> net = nn.Sequential(*[m for _ in range(10) for m in (nn.Linear(256, 256), nn.Tanh())])
-    >>> cmp = compare(net, torch.randn(64, 256))                     # doctest: +SKIP
-    >>> cmp.applies, cmp.frame.columns[:5].tolist()                 # doctest: +SKIP
+    >>> x = torch.randn(64, 256)
+    >>> with Probe(net, every=1, quantities=list(QUANTITIES)) as probe:   # doctest: +SKIP
+    ...     net(x).sum().backward(); probe.step()
+    >>> cmp = compare(probe.frame(), net, q0=float(x.pow(2).mean()))    # doctest: +SKIP
+    >>> cmp.applies, cmp.frame.columns[:5].tolist()                     # doctest: +SKIP
     (True, ['depth', 'layer', 'width', 'predicted', 'measured'])
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from gradprobe.errors import UserError
 from gradprobe.theory.network import NetworkInfo, _network_prediction, network_info
@@ -34,6 +41,9 @@ COLUMNS = [
     "predicted_log10_cum", "measured_log10_cum", "cum_error_log10", "predicted_log10_sd",
     "q_predicted", "q_measured", "D_predicted", "D_measured",
 ]
+# What compare reads from the record; backward_signal_norm is required, the rest optional.
+QUANTITIES = ("backward_signal_norm", "preact_mean", "preact_std", "mean_sq_derivative")
+RECORD_COLUMNS = ("step", "layer", "depth", "quantity", "value")
 
 
 @dataclass(frozen=True)
@@ -85,108 +95,83 @@ class Comparison:
         return "\n".join(lines)
 
 
-def _default_loss(out: torch.Tensor, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.randn(out.shape, generator=gen, dtype=out.dtype).to(out.device)
-    return (out * u).sum() / out.shape[0]
-
-
 def compare(
-    model_or_spec: Any,
-    batch: Any,
+    record: Any,
+    network: Any,
     *,
-    loss_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    n_outputs: int | None = None,
-    seed: int = 0,
+    q0: float = 1.0,
+    step: int | None = None,
     force: bool = False,
+    in_features: int | None = None,
+    n_outputs: int | None = None,
 ) -> Comparison:
-    """Measure one backward pass with the probe and put it beside the mean-field prediction.
+    """Put a recorded backward pass beside the mean-field prediction for ``network``.
 
-    ``model_or_spec``: an ``nn.Module`` (variances read off its weights) or a gradprobe spec
-    (built with :func:`gradprobe.nets.plain.build`, ``seed`` as init seed, ``n_outputs``
-    from the labels when not given). ``batch``: inputs ``x`` or ``(x, y)``. ``loss_fn`` maps
-    the output to a scalar; the default is a fixed random projection (the mean-field factors
-    do not depend on the output-side signal). Parameter gradients are restored afterwards.
+    ``record``: a tidy frame with columns ``step, layer, depth, quantity, value`` holding
+    ``backward_signal_norm`` per weight layer (``preact_mean``, ``preact_std``,
+    ``mean_sq_derivative`` add the forward columns); ``step`` picks one step (default: the
+    first recorded). ``network``: what the theory reads, a
+    :class:`~gradprobe.theory.network.NetworkInfo`, an ``nn.Module`` (variances read off its
+    weights, nothing is run) or a gradprobe spec (``in_features``/``n_outputs`` as for
+    :func:`~gradprobe.theory.network.network_info`). ``q0`` is the inputs' mean square.
 
     Returns a :class:`Comparison`; ``applies`` is False with a ``reason`` for batch norm,
     residual connections, unknown modules, or widths too narrow for the depth.
+
+    Example:
+        >>> import pandas as pd
+        >>> from gradprobe.spec import NetSpec
+        >>> rows = [(0, f"l{d}", d, "backward_signal_norm", 1.0) for d in (1, 2, 3)]
+        >>> rec = pd.DataFrame(rows, columns=["step", "layer", "depth", "quantity", "value"])
+        >>> cmp = compare(rec, NetSpec(depth=3, width=64, activation="relu", init="he_normal"),
+        ...               in_features=64, n_outputs=64)
+        >>> cmp.frame["measured"].tolist()[:2], cmp.frame["predicted"].round(3).tolist()[:2]
+        ([1.0, 1.0], [1.0, 1.0])
     """
-    from gradprobe.probe import Probe
-
-    x, y = (batch[0], batch[1]) if isinstance(batch, tuple | list) else (batch, None)
-    if not isinstance(x, torch.Tensor) or x.dim() < 2 or not x.is_floating_point():
-        raise UserError("batch must be a float tensor (batch, ...) or a tuple (x, y)")
-    if isinstance(model_or_spec, nn.Module):
-        model = model_or_spec
-    else:
-        model = _build_from_spec(model_or_spec, x, y, n_outputs, seed)
-    info: NetworkInfo = network_info(model)
-    q0 = float(x.detach().double().pow(2).flatten(1).mean(1).mean())
-    net = _network_prediction(info, q0)
-    info = net.info
-
-    # One probed backward pass; the model's own .grad are put back afterwards.
-    saved = {p: p.grad for p in model.parameters()}
-    for p in model.parameters():
-        p.grad = None
-    units: dict[str, int] = {}  # weight layer -> output entries per sample (C*H*W for convs)
-    named = dict(model.named_modules())
-
-    def count(name: str) -> Callable[..., None]:
-        def hook(mod: nn.Module, inp: Any, out: torch.Tensor) -> None:
-            units.setdefault(name, out[0].numel())
-
-        return hook
-
-    hooks = [
-        named[lay.name].register_forward_hook(count(lay.name))
-        for lay in info.layers
-        if lay.name in named
-    ]
+    frame = _one_step(record, step)
+    if not isinstance(network, NetworkInfo):
+        network = network_info(network, in_features=in_features, n_outputs=n_outputs)
     try:
-        with Probe(
-            model,
-            every=1,
-            quantities=["backward_signal_norm", "forward_signal_norm", "mean_sq_derivative"],
-        ) as probe:
-            out = model(x)
-            loss = loss_fn(out) if loss_fn is not None else _default_loss(out, seed)
-            loss.backward()
-            probe.step()
-        frame = probe.frame()
-    finally:
-        for h in hooks:
-            h.remove()
-        for p, g in saved.items():
-            p.grad = g
-    return _assemble(net, info, frame, force, units)
+        q0f = float(q0)
+    except (TypeError, ValueError):
+        q0f = math.nan
+    if not (math.isfinite(q0f) and q0f >= 0):
+        raise UserError(f"q0 must be a finite number >= 0, not {q0!r}")
+    net = _network_prediction(network, q0f)
+    return _assemble(net, net.info, frame, force)
 
 
-def _build_from_spec(
-    spec: Any, x: torch.Tensor, y: Any, n_outputs: int | None, seed: int
-) -> nn.Module:
-    from gradprobe.nets.plain import build
+def _one_step(record: Any, step: int | None) -> Any:
+    """The rows of ``record`` at ``step`` (default: its first step), checked."""
+    import pandas as pd
 
-    net_spec = getattr(spec, "net", spec)
-    if n_outputs is None:
-        if isinstance(y, torch.Tensor) and not y.is_floating_point():
-            n_outputs = int(y.max()) + 1
-        elif isinstance(y, torch.Tensor):
-            n_outputs = int(y.shape[1]) if y.dim() > 1 else 1
-        else:
-            raise UserError("building a spec needs n_outputs= or labels in the batch")
-    return build(net_spec, tuple(x.shape[1:]), n_outputs, seed=seed)
+    if not isinstance(record, pd.DataFrame):
+        raise UserError(
+            f"compare reads a record (a DataFrame with columns {', '.join(RECORD_COLUMNS)}), "
+            f"not {type(record).__name__}; for a live model use "
+            "gradprobe.measure.compare_model(model, batch)"
+        )
+    missing = [c for c in RECORD_COLUMNS if c not in record.columns]
+    if missing:
+        raise UserError(f"the record lacks the columns {', '.join(missing)}")
+    rows = record[record["quantity"].isin(QUANTITIES)]
+    if not (rows["quantity"] == "backward_signal_norm").any():
+        raise UserError("the record has no backward_signal_norm rows: probe that quantity")
+    steps = sorted(rows["step"].unique())
+    at = steps[0] if step is None else step
+    if at not in steps:
+        raise UserError(f"step {at} is not in the record (steps: {steps[0]}..{steps[-1]})")
+    return rows[rows["step"] == at]
 
 
-def _assemble(
-    net: Any, info: NetworkInfo, frame: Any, force: bool, units: dict[str, int]
-) -> Comparison:
+def _assemble(net: Any, info: NetworkInfo, frame: Any, force: bool) -> Comparison:
     import pandas as pd
 
     layers = info.layers
     n = len(layers)
     bs = frame[frame.quantity == "backward_signal_norm"].sort_values("depth")
-    fs = frame[frame.quantity == "forward_signal_norm"].sort_values("depth")
+    pm = frame[frame.quantity == "preact_mean"]
+    ps = frame[frame.quantity == "preact_std"]
     ds = frame[frame.quantity == "mean_sq_derivative"].sort_values("depth")
     problems = list(info.problems)
     if len(bs) != n:
@@ -199,8 +184,7 @@ def _assemble(
     measured = np.full(n, np.nan)
     measured[:-1] = (s[:-1] / s[1:]) ** 2
     widths = np.array([float(lay.width or np.nan) for lay in layers])
-    per_sample = np.array([float(units.get(lay.name, np.nan)) for lay in layers])
-    q_meas = _by_depth(fs, n) ** 2 / per_sample
+    q_meas = _by_depth(ps, n) ** 2 + _by_depth(pm, n) ** 2
     d_meas = np.full(n, np.nan)
     if len(ds):
         first = ds.groupby("depth")["value"].first()
@@ -261,40 +245,3 @@ def _by_depth(rows: Any, n: int) -> np.ndarray:
         if 1 <= int(d) <= n:
             out[int(d) - 1] = v
     return out
-
-
-def plot_comparison(comparison: Comparison, ax: Any = None) -> Any:
-    """Draw predicted vs measured ``log10(|dL/dh^l|^2 / |dL/dh^L|^2)`` against depth.
-
-    Takes the computed :class:`Comparison` (never a model). The shaded band is the predicted
-    finite-width spread across random inits (one standard deviation) around the prediction.
-    Returns the matplotlib ``Axes``.
-
-    Example:
-        >>> ax = plot_comparison(cmp)                                   # doctest: +SKIP
-    """
-    import matplotlib
-
-    if ax is None:
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        _, ax = plt.subplots(figsize=(6.4, 4.0))
-    frame = comparison.frame
-    depth = frame["depth"].to_numpy()
-    ax.plot(depth, frame["measured_log10_cum"], "o-", ms=3, label="measured (probe)")
-    pred = frame["predicted_log10_cum"].to_numpy(float)
-    if np.isfinite(pred).any():
-        ax.plot(depth, pred, "k--", label="mean-field prediction")
-        band = frame["predicted_log10_sd"].to_numpy(float)
-        if np.isfinite(band).any():
-            ax.fill_between(depth, pred - band, pred + band, color="0.8", alpha=0.6,
-                            label="finite-width spread (1 sd)")
-    ax.set_xlabel("depth (weight layer)")
-    ax.set_ylabel("log10 |dL/dh^l|^2 / |dL/dh^L|^2")
-    title = "prediction vs measurement"
-    if not comparison.applies:
-        title = f"theory does not apply: {comparison.reason}"[:90]
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    return ax

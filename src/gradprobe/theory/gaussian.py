@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from gradprobe.errors import UserError
-from gradprobe.nets.activations import activation_names, get_activation
+from gradprobe.nets.activations import ActivationEntry, activation_names, get_activation
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
 
@@ -210,26 +210,18 @@ class _ErfClosed:
         return float((4 / np.pi) / np.sqrt(det))
 
 
-def _closed_form(name: str, params: Mapping[str, Any]) -> Any:
-    if name == "relu":
-        return _LeakyClosed(0.0)
-    if name == "leaky_relu":
-        return _LeakyClosed(float(params["slope"]))
-    if name == "linear":
-        return _LeakyClosed(1.0)
-    if name == "erf":
-        return _ErfClosed()
-    return None
-
-
-# Where each registered activation's phi or phi' jumps (x-values), given its parameters.
-_KINKS: dict[str, Callable[[Mapping[str, Any]], tuple[float, ...]]] = {
-    "relu": lambda p: (0.0,),
-    "leaky_relu": lambda p: (0.0,),
-    "elu": lambda p: (0.0,),
-    "selu": lambda p: (0.0,),
-    "hardtanh": lambda p: (float(p["min_val"]), float(p["max_val"])),
+_CLOSED_FAMILIES: dict[str, Callable[[float], Any]] = {
+    "leaky": _LeakyClosed,
+    "erf": lambda _: _ErfClosed(),
 }
+
+
+def _closed_form(entry: ActivationEntry, params: Mapping[str, Any]) -> Any:
+    """The closed-form moments the catalogue entry names, if any."""
+    if entry.closed is None:
+        return None
+    family, value = entry.closed(**params)
+    return _CLOSED_FAMILIES[family](value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,14 +379,18 @@ def _moments(
             raise UserError(str(exc)) from None
         if activation == "hardtanh" and not resolved["min_val"] < resolved["max_val"]:
             raise UserError("hardtanh needs min_val < max_val")
-        breaks = _KINKS.get(activation, lambda p: ())(resolved)
+        if entry.phi is None or entry.dphi is None:
+            raise UserError(
+                f"{activation!r} has no formula of its own (it is read off a module); "
+                f"pass a callable (allowed names: {', '.join(activation_names())})"
+            )
         m = Moments(
             name=activation,
             params=resolved,
             phi=_to_numpy_fn(entry.phi, resolved),
             dphi=_to_numpy_fn(entry.dphi, resolved),
-            kinks=tuple(breaks) + tuple(kinks or ()),
-            closed=_closed_form(activation, resolved),
+            kinks=tuple(entry.kinks(**resolved)) + tuple(kinks or ()),
+            closed=_closed_form(entry, resolved),
         )
     elif callable(activation):
         if params:

@@ -396,23 +396,16 @@ def _c_fixed_point(
     return 1.0, s1, ["c* lies within 1e-8 of 1 (too close to resolve); 1 is reported"]
 
 
-def predict(
-    activation: Any,
-    sigma_w2: float | None = None,
-    sigma_b2: float | None = None,
-    depth: int | None = None,
-    q0: float | None = None,
-    *,
-    params: Mapping[str, Any] | None = None,
-    kinks: Sequence[float] | None = None,
-    method: str = "auto",
-) -> Prediction:
+def predict(activation: Any, sigma_w2: float | None = None, sigma_b2: float | None = None,
+            depth: int | None = None, q0: float | None = None, *,
+            params: Mapping[str, Any] | None = None, kinks: Sequence[float] | None = None,
+            method: str = "auto") -> Prediction:
     """Mean-field prediction for an activation and weight/bias variances.
 
-    ``activation`` is a registered name (``params`` for leaky_relu's slope etc.), a scalar
-    torch callable (derivative by autograd; give its ``kinks``), an ``nn.Module`` or a spec
-    (see :func:`gradprobe.theory.network.predict_network`, which this then calls).
-    ``q0`` is the inputs' mean square ``|x|^2 / n0`` (default 1: standardised inputs).
+    ``activation`` is a registered name (``params`` for leaky_relu's slope etc.) or a scalar
+    torch callable (derivative by autograd; give its ``kinks``). ``q0`` is the inputs' mean
+    square ``|x|^2 / n0`` (default 1: standardised inputs). A whole ``nn.Module`` or spec goes
+    to :func:`gradprobe.theory.predict` (this module sits below the network reader).
 
     Example:
         >>> p = predict("relu", sigma_w2=2.0, sigma_b2=0.0, depth=50)
@@ -421,12 +414,10 @@ def predict(
         >>> predict("tanh", 1.0, 0.0).status
         'collapses to 0'
     """
-    if isinstance(activation, torch.nn.Module) or _is_spec(activation):
-        if sigma_w2 is not None or sigma_b2 is not None:
-            raise UserError("sigma_w2/sigma_b2 come from the model or spec; do not pass them")
-        from gradprobe.theory.network import predict_network
-
-        return predict_network(activation, depth=depth, q0=q0).prediction
+    if is_network(activation):
+        raise UserError(
+            "a model or spec goes to gradprobe.theory.predict, not theory.meanfield.predict"
+        )
     if sigma_w2 is None or sigma_b2 is None:
         raise UserError("predict needs sigma_w2 and sigma_b2 (or a model or spec)")
     sw = _check_number("sigma_w2", sigma_w2, positive=True)
@@ -438,8 +429,10 @@ def predict(
     return _predict_moments(m, sw, sb, q0f, None if depth is None else int(depth))
 
 
-def _is_spec(obj: Any) -> bool:
-    """An experiment spec (``.net``) or a net spec (``.activation``, ``.init``, ``.depth``)."""
+def is_network(obj: Any) -> bool:
+    """An ``nn.Module``, an experiment spec (``.net``) or a net spec (``.activation``, ...)."""
+    if isinstance(obj, torch.nn.Module):
+        return True
     return hasattr(obj, "net") or all(hasattr(obj, a) for a in ("activation", "init", "depth"))
 
 
@@ -471,24 +464,9 @@ def _predict_moments(m: Moments, sw: float, sb: float, q0: float, depth: int | N
         q_path, chi_path, log10_ratio = path.q, path.chi, path.log10_grad_ratio
         notes += path.notes
     return Prediction(
-        activation=m.name,
-        params=dict(m.params),
-        sigma_w2=sw,
-        sigma_b2=sb,
-        q0=q0,
-        q_star=q_star,
-        chi1=chi1,
-        c_star=c_star,
-        chi_c=chi_c,
-        q_slope=q_slope,
-        xi_q=_depth_scale(q_slope),
-        xi_c=_depth_scale(chi_c),
-        xi_grad=_depth_scale(chi1),
-        phase=phase_of(chi1),
-        status=status,
-        depth=depth,
-        q_path=q_path,
-        chi_path=chi_path,
-        log10_grad_ratio=log10_ratio,
-        notes=tuple(notes),
+        activation=m.name, params=dict(m.params), sigma_w2=sw, sigma_b2=sb, q0=q0,
+        q_star=q_star, chi1=chi1, c_star=c_star, chi_c=chi_c, q_slope=q_slope,
+        xi_q=_depth_scale(q_slope), xi_c=_depth_scale(chi_c), xi_grad=_depth_scale(chi1),
+        phase=phase_of(chi1), status=status, depth=depth, q_path=q_path, chi_path=chi_path,
+        log10_grad_ratio=log10_ratio, notes=tuple(notes),
     )

@@ -113,7 +113,7 @@ class PhaseDiagram:
 
     ``q_star`` is nan where q diverges and 0 where it collapses (see ``status``);
     ``critical_sigma_w2[i]`` is where chi1 = 1 at ``sigma_b2[i]`` (nan: not inside the
-    ``sigma_w2`` range). Draw it with :func:`plot_phase_diagram`.
+    ``sigma_w2`` range). Draw it with :func:`gradprobe.report.plot_phase_diagram`.
     """
 
     activation: str
@@ -330,50 +330,3 @@ def _polish(m: Moments, q: np.ndarray, sb: np.ndarray, steps: int = 8) -> np.nda
     bad = ~np.isfinite(q_fin) | (np.abs(x1 - np.log(q)) > 1e-3)
     q_fin = np.where(bad, q, q_fin)
     return 1.0 / m.D(q_fin)
-
-
-def plot_phase_diagram(data: PhaseDiagram, ax: Any = None, *, levels: Sequence[float] = (
-    2, 5, 10, 20, 50, 100,
-)) -> Any:
-    """Draw ``data``: log10 chi1 as colour, the critical line, contours of |xi_grad|.
-
-    Ordered (vanishing gradients) is blue, chaotic (exploding) red; where q diverges is
-    hatched. Takes computed data, never a model. Returns the matplotlib ``Axes``.
-
-    Example:
-        >>> ax = plot_phase_diagram(phase_diagram("tanh", np.linspace(0.5, 3, 20),
-        ...                                       np.linspace(0, 0.3, 10)))
-    """
-    import matplotlib
-
-    if ax is None:
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        _, ax = plt.subplots(figsize=(6.4, 4.8))
-    sw, sb = data.sigma_w2, data.sigma_b2
-    log_chi = np.log10(data.chi1)
-    lim = 0.5  # +-0.5 in log10 chi1: a factor 3 per layer already kills training
-    mesh = ax.pcolormesh(sw, sb, log_chi, cmap="RdBu_r", vmin=-lim, vmax=lim, shading="auto")
-    ax.figure.colorbar(mesh, ax=ax, label="log10 chi1  (per-layer factor on |grad|^2)")
-    if len(sw) > 1 and len(sb) > 1:
-        xi = np.abs(data.xi_grad)
-        cs = ax.contour(sw, sb, np.where(np.isfinite(xi), xi, np.nan), levels=list(levels),
-                        colors="0.25", linewidths=0.7)
-        ax.clabel(cs, fmt=lambda v: f"|xi|={v:g}", fontsize=7)
-        div = (data.status == "diverges").astype(float)
-        if div.any():
-            ax.contourf(sw, sb, div, levels=[0.5, 1.5], colors="none", hatches=["//"])
-    ok = np.isfinite(data.critical_sigma_w2)
-    ax.plot(data.critical_sigma_w2[ok], sb[ok], color="k", lw=2, label="critical: chi1 = 1")
-    ax.set_xlim(sw.min(), sw.max())
-    ax.set_ylim(sb.min(), sb.max())
-    ax.set_xlabel("sigma_w2")
-    ax.set_ylabel("sigma_b2")
-    label = data.activation + (
-        "(" + ", ".join(f"{k}={v}" for k, v in data.params.items()) + ")" if data.params else ""
-    )
-    ax.set_title(f"{label}: ordered (blue, vanishing) vs chaotic (red, exploding)")
-    if ok.any():
-        ax.legend(loc="upper left", fontsize=8)
-    return ax

@@ -10,7 +10,7 @@ builds the study report, and draws three of its figures with matplotlib into ``d
 
 Usage::
 
-    python -m gradprobe.report.readme_figures [--store runs/gradprobe.sqlite] [--out docs/img]
+    python -m gradprobe.app.readme_figures [--store runs/gradprobe.sqlite] [--out docs/img]
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ def readme_figures(store: str | Path | None, out: Path, dpi: int = 110) -> list[
     """Write :data:`README_FIGURES` into ``out``; returns the paths."""
     import torch
 
-    from gradprobe.demo import FULL, run_sweeps
+    from gradprobe.app.demo import FULL, run_sweeps
+    from gradprobe.app.study import study_report
     from gradprobe.report.data import load_records
     from gradprobe.report.figures import render
-    from gradprobe.report.study import study_report
     from gradprobe.store import Store
 
     torch.set_num_threads(1)
@@ -56,7 +56,7 @@ def readme_figures(store: str | Path | None, out: Path, dpi: int = 110) -> list[
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry: ``python -m gradprobe.report.readme_figures``."""
+    """Command-line entry: ``python -m gradprobe.app.readme_figures``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default=None,
                         help="run store (default: $GRADPROBE_STORE or runs/gradprobe.sqlite)")

@@ -212,9 +212,9 @@ def run_demo(
 
 def _study(cfg: StudyConfig, store: str | Path | None, out: Path, quick: bool,
            console: Console) -> DemoResult:
+    from gradprobe.app.study import study_report, worst_configuration
     from gradprobe.report.data import headline_frame, load_records
     from gradprobe.report.html import write_html
-    from gradprobe.report.study import study_report, worst_configuration
     from gradprobe.report.theory_data import depth_frame
 
     seconds: dict[str, float] = {}

@@ -49,6 +49,15 @@ from gradprobe.report.theory_data import depth_frame, theory_frame
 GROUPS = ("depth", "activations", "init", "remedies")
 
 
+def _prose(text: str) -> str:
+    """A paragraph written as an indented block, on one line."""
+    return " ".join(text.split())
+
+
+def _flow_at_init(records: Sequence[RunRecord], what: str) -> list[FigureSpec]:
+    return flow_figures(records, "init", title=f"Backward signal per layer at initialisation{what}")
+
+
 def _depth_section(records: Sequence[RunRecord]) -> Section:
     blocks: list[Any] = [Text(
         "Plain networks of 5 to 50 layers at initialisation. The backward signal |∂L/∂h| is "
@@ -104,30 +113,29 @@ def _log_range(values: Any) -> list[float] | None:
 def _activation_section(records: Sequence[RunRecord]) -> Section:
     names = [r.activation for r in records]
     blocks: list[Any] = [
-        Text("The derivative φ′ is the factor each layer applies to the backward signal "
-             "(besides the weights). Where it is small (saturation of sigmoid and tanh) or "
-             "zero (ReLU's negative side) the gradient is lost. Sigmoid loses it even "
-             "unsaturated: φ′ is at most 1/4, so with Xavier weights each layer passes on "
-             "under a quarter of the signal (the depth section measures it). Each "
-             "activation was trained in the same deep network with an init that suits it; "
-             "the panels show the fractions the probe measured in those runs."),
+        Text(_prose("""
+            The derivative φ′ is the factor each layer applies to the backward signal (besides the
+            weights). Where it is small (saturation of sigmoid and tanh) or zero (ReLU's negative
+            side) the gradient is lost. Sigmoid loses it even unsaturated: φ′ is at most 1/4, so
+            with Xavier weights each layer passes on under a quarter of the signal (the depth
+            section measures it). Each activation was trained in the same deep network with an init
+            that suits it; the panels show the fractions the probe measured in those runs.""")),
         activation_figure(records, names),
         activation_table(records),
-        *flow_figures(records, "init", title="Backward signal per layer at initialisation, "
-                      "by activation"),
+        *_flow_at_init(records, ", by activation"),
     ]
     return Section("activations", "2. Activations: saturation and dead units", blocks)
 
 
 def _init_section(records: Sequence[RunRecord]) -> Section:
     blocks: list[Any] = [
-        Text("The same deep tanh network under five initialisations. Too small a weight "
-             "variance puts it in the ordered phase (gradients vanish); too large in the "
-             "chaotic phase (gradients explode, units saturate); Xavier and orthogonal sit on "
-             "the critical line. Orthogonal weights also keep the Jacobian's singular values "
-             "together (dynamical isometry)."),
-        *flow_figures(records, "init", title="Backward signal per layer at initialisation, "
-                      "by init"),
+        Text(_prose("""
+            The same deep tanh network under five initialisations. Too small a weight variance
+            puts it in the ordered phase (gradients vanish); too large in the chaotic phase
+            (gradients explode, units saturate); Xavier and orthogonal sit on the critical
+            line. Orthogonal weights also keep the Jacobian's singular values together
+            (dynamical isometry).""")),
+        *_flow_at_init(records, ", by init"),
         *phase_figures(records),
     ]
     jac, notes = jacobian_figures(records)
@@ -140,12 +148,12 @@ def _init_section(records: Sequence[RunRecord]) -> Section:
 
 def _remedy_section(records: Sequence[RunRecord]) -> Section:
     blocks: list[Any] = [
-        Text("Each remedy against the plain sigmoid baseline of the same depth: a "
-             "non-saturating activation (ReLU, LeakyReLU, with He init), batch normalisation, "
-             "and residual connections. Gradient flow at initialisation and at the end of "
-             "training, and the weight-gradient norm of every layer at every recorded step."),
-        *flow_figures(records, "init", title="Backward signal per layer at initialisation: "
-                      "remedies vs plain"),
+        Text(_prose("""
+            Each remedy against the plain sigmoid baseline of the same depth: a non-saturating
+            activation (ReLU, LeakyReLU, with He init), batch normalisation, and residual
+            connections. Gradient flow at initialisation and at the end of training, and the
+            weight-gradient norm of every layer at every recorded step.""")),
+        *_flow_at_init(records, ": remedies vs plain"),
         *flow_figures(records, "end", title="Backward signal per layer after training: "
                       "remedies vs plain"),
         *heatmap_figures(records, title="Weight-gradient norm per layer during training"),

@@ -1,0 +1,193 @@
+"""The probe's hooks: what runs inside a recorded step's forward and backward passes.
+
+Each hook leaves 0-d tensors ("primitives", :mod:`gradprobe.probe.quantities`) under a key
+(a weight layer, or an activation key ``(module, depth)``); :class:`gradprobe.Probe` reads
+them back in one batch at ``step()``. A mixin of :class:`gradprobe.probe.probe.Probe`,
+which owns the state it uses.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradprobe.probe.tensors import (
+    LOW_PRECISION,
+    count_positive,
+    hook_grad,
+    input_index,
+    params_only,
+    sum_,
+    sum_sq,
+)
+
+ActKey = tuple[nn.Module, int]  # (activation module, depth of the weight layer feeding it)
+
+
+class Capture:
+    """Forward, backward and activation hooks (mixin; state lives on the Probe)."""
+
+    _act_h: dict[nn.Module, Any]
+    _sat_levels: dict[nn.Module, tuple[float, float]]
+
+    def _push(self, key: Any, name: str, value: torch.Tensor) -> None:
+        self._tensors.append(value)
+        self._keys.append((key, name))
+
+    def _layer_pre(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if not torch.is_grad_enabled():
+            return None
+        depth = self._depth.get(module)
+        if depth is None:
+            depth = self._depth[module] = len(self._depth) + 1
+        self._cur_depth = depth
+        if module in self._seen:
+            if not self._warned_shared:
+                self._warned_shared = True
+                warnings.warn(
+                    f"gradprobe: {self._names[module]} ran more than once in a step; only "
+                    "its first call is measured",
+                    stacklevel=2,
+                )
+            return None
+        self._seen.add(module)
+        self._open.add(module)
+        if self._gin_via_node and args:
+            x = args[0]
+            if isinstance(x, torch.Tensor) and x.requires_grad:
+                # dL/dx through this layer (W^T g), not x's total gradient (which may hold
+                # a skip path). Where the node that produced the layer's output consumes x
+                # directly (Linear on 2-D input, Conv: learned on the first recorded step),
+                # one post-hook on that node reads it together with dL/d(output): no extra
+                # autograd node. Otherwise the layer gets an alias of x, whose gradient is
+                # exactly that part.
+                node = x.grad_fn
+                direct = self._direct.get(module)
+                if direct and node is not None:
+                    self._gin_edge[module] = (node, x.output_nr)
+                    return None
+                alias = x.view_as(x)
+                hook_grad(alias, partial(self._on_grad, module, "gin_sq"))
+                if direct is None and node is not None:
+                    self._gin_edge[module] = (alias.grad_fn, alias.output_nr)
+                return (alias, *args[1:])
+        return None
+
+    def _layer_post(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        if module not in self._open:
+            return
+        self._open.discard(module)
+        if not isinstance(out, torch.Tensor):
+            return
+        self._host[module] = {
+            "out_batch": self._layer_h[module].batch_size(out),
+            "out_numel": out.numel(),
+        }
+        if "forward" in self._needs:
+            y = out.detach()  # (batch, ...)
+            self._push(module, "out_sum", sum_(y))
+            self._push(module, "out_sq", sum_sq(y))
+        if "grad_out" in self._needs and out.requires_grad:
+            edge = self._gin_edge.pop(module, None)
+            if edge is not None:
+                i = input_index(out.grad_fn, edge)
+                if self._direct.get(module) is None:  # learning step: x came as an alias
+                    # direct only if x reaches the node through that one input: its other
+                    # inputs lead to parameters alone (Linear: bias, W^T; Conv: W, bias)
+                    self._direct[module] = i is not None and all(
+                        params_only(n, edge[0], 3)
+                        for j, (n, _) in enumerate(out.grad_fn.next_functions)  # type: ignore[union-attr]
+                        if j != i
+                    )
+                elif i is not None:
+                    hook = partial(self._on_layer_grads, module, i, out.output_nr)
+                    out.grad_fn.register_hook(hook)  # type: ignore[union-attr]
+                    return
+                else:  # the layer stopped consuming x directly: alias from the next step
+                    self._direct[module] = False
+                    warnings.warn(
+                        f"gradprobe: {self._names[module]}: dL/d(input) not captured at "
+                        f"step {self._step} (weight_factor, between_factor missing)",
+                        stacklevel=2,
+                    )
+            hook_grad(out, partial(self._on_grad, module, "gout_sq"))
+
+    def _on_grad(self, key: nn.Module, name: str, grad: torch.Tensor) -> None:
+        self._push(key, name, sum_sq(grad.detach()))
+
+    def _on_layer_grads(
+        self,
+        module: nn.Module,
+        i: int,
+        nr: int,
+        grad_inputs: tuple[torch.Tensor | None, ...],
+        grad_outputs: tuple[torch.Tensor | None, ...],
+    ) -> None:
+        """Post-hook on the node of the layer's output: dL/d(output) and, at input ``i``
+        of the node, dL/dx through the layer."""
+        g, gi = grad_outputs[nr], grad_inputs[i]
+        if g is not None:
+            self._push(module, "gout_sq", sum_sq(g.detach()))
+        if gi is not None:
+            self._push(module, "gin_sq", sum_sq(gi.detach()))
+
+    def _act_key(self, module: nn.Module, args: tuple[Any, ...]) -> ActKey | None:
+        if not torch.is_grad_enabled() or not args or not isinstance(args[0], torch.Tensor):
+            return None
+        key = (module, self._cur_depth)
+        if key in self._seen:
+            return None
+        self._seen.add(key)
+        self._act_keys.append(key)
+        return key
+
+    def _act_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        key = self._act_key(module, args)
+        if key is None:
+            return
+        z = args[0].detach()  # (batch, ...) pre-activation, before an in-place module runs
+        batched = self._count_units(key, z)
+        handler = self._act_h[module]
+        levels = self._sat_levels.get(module)
+        if levels is None:
+            d = handler.dphi(module, z)  # (batch, ...) phi'(z)
+        else:  # bounded: saturation is read on the output h = phi(z)
+            d, h = handler.dphi_and_output(module, z)
+            h = h.detach()
+            self._push(key, "sat_low", (h < levels[0]).sum())
+            self._push(key, "sat_high", (h > levels[1]).sum())
+        self._push(key, "dphi_sq", sum_sq(d))
+        self._push_counts(key, d.abs(), batched, "nonzero")
+
+    def _relu_post(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        # ReLU from its output y = relu(z): phi'(z) = 1 iff y != 0, so counts suffice
+        key = self._act_key(module, args)
+        if key is None or not isinstance(out, torch.Tensor):
+            return
+        y = out.detach()  # (batch, ...)
+        self._push_counts(key, y, self._count_units(key, y), "active")
+
+    def _push_counts(self, key: ActKey, a: torch.Tensor, batched: bool, name: str) -> None:
+        """From ``a >= 0``: the number of entries > 0 (as ``name``) and of units > 0 on some
+        sample ("alive"; a unit is dead iff |phi'| is 0 on every sample), one pass for
+        both: per-unit counts over the batch, then their sum and how many are > 0."""
+        if not batched:
+            self._push(key, name, count_positive(a))
+            self._push(key, "alive", (a > 0).sum())
+            return
+        if a.dtype in LOW_PRECISION:
+            per_unit = torch.sign(a).sum(0, dtype=torch.float32)
+        else:
+            per_unit = torch.sign(a).sum(0)  # exact: integer counts, at most the batch size
+        self._push(key, name, per_unit.sum())
+        self._push(key, "alive", (per_unit > 0).sum())
+
+    def _count_units(self, key: ActKey, z: torch.Tensor) -> bool:
+        n = z.numel()
+        batched = z.ndim >= 2  # dim 0 is the batch; a unit is one entry of a sample
+        self._host[key] = {"numel": n, "units": n // z.shape[0] if batched and n else n}
+        return batched

@@ -1,0 +1,123 @@
+"""Tensor helpers of the probe: underflow-safe sums, batched read-back, gradient hooks.
+
+Example:
+    >>> float(sum_sq(torch.tensor([3.0, 4.0])))
+    25.0
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from gradprobe.probe.quantities import UNDERFLOW_SUM_SQ
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+def sum_(t: torch.Tensor) -> torch.Tensor:
+    """sum(t) as a 0-d tensor, accumulated in float32 at least (AMP's half outputs)."""
+    return t.sum(dtype=torch.float32) if t.dtype in LOW_PRECISION else t.sum()
+
+
+
+def sum_sq(t: torch.Tensor) -> torch.Tensor:
+    """sum(t**2) as a 0-d tensor, free of float32 underflow.
+
+    On the CPU a BLAS dot (one fast pass), recomputed in float64 when the result is tiny
+    (the check is a host read, which costs nothing on the CPU). On other devices, where a
+    read would sync, the sum is taken in float64 directly.
+    """
+    if t.device.type != "cpu" or t.dtype in LOW_PRECISION:
+        return torch.linalg.vector_norm(t, dtype=torch.float64).square()
+    if t.is_contiguous() and t.is_floating_point() and t.numel() > 0:
+        flat = t.view(-1)
+        result = torch.dot(flat, flat)
+    else:
+        result = torch.linalg.vector_norm(t).square()
+    if t.dtype != torch.float64 and float(result) < UNDERFLOW_SUM_SQ:
+        return torch.linalg.vector_norm(t, dtype=torch.float64).square()
+    return result
+
+
+def count_positive(t: torch.Tensor) -> torch.Tensor:
+    """Number of entries > 0 of a tensor with no negative entries (0-d, float).
+
+    sign() is 0 or 1 here; summing it is several times faster on CPU than comparing and
+    counting booleans. Exact up to 2**24 entries (float32 sums; beyond, ~1e-7 relative).
+    """
+    return sum_(torch.sign(t))
+
+
+def sum_sqs(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """sum(t**2) of many tensors (see :func:`sum_sq`)."""
+    return [sum_sq(t) for t in tensors]
+
+
+def read_back(tensors: list[torch.Tensor]) -> list[float]:
+    """All values to the host with one transfer per device (no per-value ``.item()``)."""
+    if not tensors:
+        return []
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault((t.device, t.dtype), []).append(i)
+    by_device: dict[torch.device, list[tuple[list[int], torch.Tensor]]] = {}
+    for (device, _), idx in groups.items():
+        wide = torch.float32 if device.type == "mps" else torch.float64
+        stacked = torch.stack([tensors[i] for i in idx]).to(wide)
+        by_device.setdefault(device, []).append((idx, stacked))
+    out = [math.nan] * len(tensors)
+    for parts in by_device.values():
+        flat = torch.cat([s for _, s in parts]).tolist()  # the one host sync per device
+        pos = 0
+        for idx, _ in parts:
+            for i, v in zip(idx, flat[pos : pos + len(idx)], strict=True):
+                out[i] = v
+            pos += len(idx)
+    return out
+
+
+def input_index(node: Any, edge: tuple[Any, int]) -> int | None:
+    """Index of the input of autograd ``node`` that is ``edge`` (node, output_nr), if
+    exactly one is."""
+    if node is None:
+        return None
+    target, nr = edge
+    hits = [i for i, (n, k) in enumerate(node.next_functions) if n is target and k == nr]
+    return hits[0] if len(hits) == 1 else None
+
+
+def params_only(node: Any, avoid: Any, depth: int) -> bool:
+    """Whether autograd ``node`` leads only to leaves (parameters) within ``depth`` steps,
+    never reaching ``avoid``."""
+    if node is None:
+        return True
+    if node is avoid:
+        return False
+    if type(node).__name__ == "AccumulateGrad":
+        return True
+    if depth == 0:
+        return False
+    return all(params_only(n, avoid, depth - 1) for n, _ in node.next_functions)
+
+
+def hook_grad(t: torch.Tensor, fn: Any) -> None:
+    """Call ``fn(dL/dt)`` during backward, without changing any gradient.
+
+    A pre-hook on the node that produced ``t`` sees the same gradient as a tensor hook
+    (for a tensor later modified in place: the gradient of its value before, as here
+    wanted) at a third of the registration cost.
+    """
+    node = t.grad_fn
+    if node is None:  # a leaf
+        t.register_hook(fn)
+        return
+    nr = t.output_nr
+
+    def prehook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
+        g = grad_outputs[nr]
+        if g is not None:
+            fn(g)
+
+    node.register_prehook(prehook)

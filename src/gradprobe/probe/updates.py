@@ -1,0 +1,92 @@
+"""The probe's optimizer hooks: ``update_to_weight_ratio`` of a watched optimizer.
+
+A mixin of :class:`gradprobe.probe.probe.Probe`, which owns the state it uses: before an
+optimizer step that applies a recorded step's gradient the weights are copied (into
+buffers kept between steps), after it the difference's norm is queued for read-back.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradprobe.probe.tensors import sum_sq, sum_sqs
+
+
+class Updates:
+    """Optimizer pre/post step hooks (mixin; state lives on the Probe)."""
+
+    _layer_h: dict[nn.Module, Any]
+
+    def _hook_optimizer(self, opt: torch.optim.Optimizer) -> None:
+        self._opt_hooks.append(opt.register_step_pre_hook(self._opt_pre))
+        self._opt_hooks.append(opt.register_step_post_hook(self._opt_post))
+
+    def _opt_pre(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if "update" not in self._needs:
+            return
+        # Which step's gradient does this optimizer step apply?
+        if self._seen:  # the open step's forward already ran: optimizer before probe.step()
+            step, recorded = self._step, self.recording
+        elif id(opt) in self._closed_since:  # probe.step() came first (the trainer's order)
+            step, recorded = self._step - 1, self._last_closed_recorded
+        else:  # nothing since this optimizer's last step (Lightning: before the closure)
+            step, recorded = self._step, self.recording
+        if self._last_update_step.get(id(opt)) == step:
+            return  # already attributed: an optimizer-first loop on an unrecorded step
+        self._last_update_step[id(opt)] = step
+        if not recorded:
+            return
+        owned = {id(p) for group in opt.param_groups for p in group["params"]}
+        layers, weights, params = [], [], []
+        for m in self._layer_h:  # all of them: before the first forward no depth is known
+            w = self._layer_h[m].get_weight(m)
+            if w is not None and id(w) in owned:
+                layers.append(m)
+                params.append(w)
+                weights.append(w.detach())
+        if weights:
+            before, before_sq = [], []
+            for p, w in zip(params, weights, strict=True):
+                b = self._snapshot(p, w)  # reused for the difference
+                before.append(b)
+                # |W_before|**2 was taken at probe.step() if W has not changed since (same
+                # tensor, same version counter): the same number, one pass fewer.
+                seen = self._w_sq.get(p)
+                before_sq.append(
+                    seen[1] if seen is not None and seen[0] == p._version else sum_sq(b)
+                )
+            self._snapshots[id(opt)] = (step, layers, weights, before, before_sq)
+
+    def _snapshot(self, p: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """A copy of ``w`` (parameter ``p`` detached) in a buffer kept for ``p`` between
+        recorded steps: no allocation after the first."""
+        buf = self._snap_bufs.get(p)
+        if buf is None or buf.shape != w.shape or buf.dtype != w.dtype or buf.device != w.device:
+            buf = self._snap_bufs[p] = w.clone(memory_format=torch.contiguous_format)
+            return buf
+        return buf.copy_(w)
+
+    def _opt_post(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._closed_since.discard(id(opt))
+        entry = self._snapshots.pop(id(opt), None)
+        if entry is None:
+            return
+        step, layers, weights, before, before_sq = entry
+        for w, b in zip(weights, before, strict=True):
+            torch.sub(w, b, out=b)  # b := W_after - W_before, in place
+        updates = sum_sqs(before)
+        for m, u, o in zip(layers, updates, before_sq, strict=True):
+            self._open_updates.append(len(self._pending))
+            self._pending.append(("update", step, m, u, o))
+
+    def _resolve_updates(self, values: list[float]) -> None:
+        """Replace the open updates' tensors by their values (sums of squares -> norms)."""
+        for j, i in enumerate(self._open_updates):
+            kind, step, m, _, _ = self._pending[i]
+            update, w_old = math.sqrt(values[2 * j]), math.sqrt(values[2 * j + 1])
+            self._pending[i] = (kind, step, m, update, w_old)
+        self._open_updates = []
