@@ -24,7 +24,7 @@ ROOT = "gradprobe"
 # Lowest first. A module may import its own layer and the ones below, never one above.
 # The key is the longest dotted prefix after "gradprobe." that matches.
 LAYERS: list[tuple[str, ...]] = [
-    ("_version", "errors", "spec", "nets", "data", "native"),
+    ("_version", "errors", "spec", "nets", "data", "sequence_tasks", "native"),
     ("probe", "record", "outputs"),
     ("train", "integrations"),
     ("store", "api"),

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from gradprobe.errors import UserError
-from gradprobe.recurrent import TimeProbe, rnn_time_factor
+from gradprobe.probe.recurrent import TimeProbe
+from gradprobe.theory.recurrent import rnn_time_factor
 
 WIDTH, STEPS, BATCH = 512, 60, 16
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradprobe.recurrent import TimeProbe, gradient_horizon
+from gradprobe.probe.recurrent import TimeProbe, gradient_horizon
 
 
 def _signals(frame, layer):

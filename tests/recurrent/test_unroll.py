@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradprobe.recurrent.unroll import unrolled_forward
+from gradprobe.probe.unroll import unrolled_forward
 
 CASES = [
     ("rnn_tanh", lambda: nn.RNN(3, 5)),

@@ -17,6 +17,7 @@ from gradprobe.probe.handlers import (
 )
 from gradprobe.probe.probe import FRAME_COLUMNS, Probe, ProbeInUse
 from gradprobe.probe.quantities import QUANTITY_NAMES, SATURATION_THRESHOLD
+from gradprobe.probe.recurrent import TimeProbe
 from gradprobe.probe.summary import Summary, summarize
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "CatalogueActivation",
     "LayerHandler",
     "Probe",
+    "TimeProbe",
     "ProbeInUse",
     "RegistryActivation",
     "Summary",

@@ -52,8 +52,11 @@ from gradprobe.theory.phase import (
     critical_sigma_w2,
     phase_diagram,
 )
+from gradprobe.theory.recurrent import RNNTheory, rnn_time_factor
 
 __all__ = [
+    "RNNTheory",
+    "rnn_time_factor",
     "Comparison",
     "FiniteWidth",
     "JacobianMoments",

@@ -5,7 +5,7 @@ A recurrent net is a deep net along time: ``dL/dh_{t-1} = W_hh^T diag(phi'(a_t))
 one factor per step. :class:`TimeProbe` measures that gradient at every step:
 
 * ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (any layers, directions, ``batch_first``) run, on
-  recorded steps only, as the equivalent explicit loop (:mod:`gradprobe.recurrent.unroll`),
+  recorded steps only, as the equivalent explicit loop (:mod:`gradprobe.probe.unroll`),
   so each hidden state ``h_t`` is a tensor whose gradient can be read;
 * a module reused once per time step by a loop written by hand (``nn.RNNCell``,
   ``nn.LSTMCell``, ``nn.GRUCell`` are found by type; pass any other, e.g. a shared
@@ -56,9 +56,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from gradprobe.recurrent.unroll import RECURRENT_TYPES, unrolled_forward
+from gradprobe.probe.unroll import RECURRENT_TYPES, unrolled_forward
+from gradprobe.record import COLUMNS
 
-COLUMNS = ["step", "layer", "depth", "quantity", "value"]
 CELL_TYPES = (nn.RNNCell, nn.LSTMCell, nn.GRUCell)
 #: The signal has "vanished" once it is below this fraction of its value at the last step.
 HORIZON_DROP = 1e-3
