@@ -4,7 +4,8 @@ figures.
 The predictions come from :mod:`gradprobe.theory` applied to the stored spec of each run
 (the network at initialisation is a deterministic function of its spec), so these frames
 are computed, not read: the report says so in its captions. Mean-field theory describes
-plain networks at initialisation; runs with batch normalisation or residual connections,
+plain networks at initialisation; BN MLPs get their lines from the batch-norm theory at
+the run's batch size (:func:`line_applies`); runs with layer norm or residual connections,
 and CNNs, get no theory line (:func:`theory_applies` says why), never a number anyway.
 
 Conventions: the theory predicts squared norms; frames here hold norms (the square root),
@@ -46,6 +47,14 @@ def theory_applies(spec: dict[str, Any]) -> str | None:
     return None
 
 
+def line_applies(spec: dict[str, Any]) -> str | None:
+    """:func:`theory_applies`, except that BN MLPs get their line (theory/batchnorm.py)."""
+    net = spec.get("net", {})
+    if net.get("norm") == "batch" and net.get("kind", "mlp") == "mlp" and not net.get("residual"):
+        return None
+    return theory_applies(spec)
+
+
 @cache
 def _dataset(data_json: str) -> Any:
     """The dataset of a stored data spec (loaded once per report)."""
@@ -75,7 +84,8 @@ def network_prediction(spec: dict[str, Any]) -> Any:
 
     n_in, n_out, q0 = _input_moments(_data_key(spec))
     return predict_network(NetSpec.model_validate(spec.get("net", {})), q0=q0,
-                           in_features=n_in, n_outputs=n_out)
+                           in_features=n_in, n_outputs=n_out,
+                           batch_size=(spec.get("train") or {}).get("batch_size"))
 
 
 def _caveat(pred: Any) -> str | None:
@@ -96,7 +106,7 @@ def theory_frame(records: Sequence[RunRecord]) -> tuple[pd.DataFrame, list[str]]
 
     parts, notes = [], []
     for rec in records:
-        reason = theory_applies(rec.spec)
+        reason = line_applies(rec.spec)
         if reason:
             notes.append(f"{rec.label}: no line: {reason}")
             continue
@@ -144,7 +154,7 @@ def depth_frame(records: Sequence[RunRecord]) -> tuple[pd.DataFrame, list[str]]:
 
     rows, notes = [], []
     for rec in records:
-        reason = theory_applies(rec.spec)
+        reason = theory_applies(rec.spec)  # groups ignore norm: plain nets only
         if reason:
             notes.append(f"{rec.label}: {reason}")
             continue

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from gradprobe.errors import UserError
+from gradprobe.theory.batchnorm import bn_batch_prediction
 from gradprobe.theory.network import NetworkInfo, _network_prediction, network_info
 
 COLUMNS = [
@@ -108,8 +109,9 @@ def compare(
     the output to a scalar; the default is a fixed random projection (the mean-field factors
     do not depend on the output-side signal). Parameter gradients are restored afterwards.
 
-    Returns a :class:`Comparison`; ``applies`` is False with a ``reason`` for batch norm,
-    residual connections, unknown modules, or widths too narrow for the depth.
+    Returns a :class:`Comparison`; ``applies`` is False with a ``reason`` for residual
+    connections, batch norm outside BN MLPs in training mode (those use
+    :mod:`gradprobe.theory.batchnorm` at the batch's size), unknown modules, or widths too narrow for the depth.
     """
     from gradprobe.probe import Probe
 
@@ -120,10 +122,9 @@ def compare(
         model = model_or_spec
     else:
         model = _build_from_spec(model_or_spec, x, y, n_outputs, seed)
-    info: NetworkInfo = network_info(model)
     q0 = float(x.detach().double().pow(2).flatten(1).mean(1).mean())
-    net = _network_prediction(info, q0)
-    info = net.info
+    net = bn_batch_prediction(model, x, q0) or _network_prediction(network_info(model), q0)
+    info: NetworkInfo = net.info
 
     # One probed backward pass; the model's own .grad are put back afterwards.
     saved = {p: p.grad for p in model.parameters()}
