@@ -23,9 +23,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
+from gradprobe.report.classics import classics_sections
 from gradprobe.report.content import FigureSpec, Report, Section, TableSpec, Text, slugify
 from gradprobe.report.data import (
     RunRecord,
@@ -292,9 +294,14 @@ def _with_notes(blocks: list, notes: list[str], lead: str) -> list:
 
 
 def build_report(
-    records: Sequence[RunRecord], title: str = "gradprobe report", subtitle: str = ""
+    records: Sequence[RunRecord], title: str = "gradprobe report", subtitle: str = "",
+    classics: Sequence[Any] = (),
 ) -> Report:
-    """Every figure kind for ``records``: the report ``gradprobe report`` writes."""
+    """Every figure kind for ``records``: the report ``gradprobe report`` writes.
+
+    ``classics``: stored reproductions (:mod:`gradprobe.reproduce`) for the "Classic
+    results" chapter, appended last.
+    """
     records = list(records)
     n = len(records)
     subtitle = subtitle or f"{n} run{'s' if n != 1 else ''}: " + ", ".join(
@@ -316,6 +323,7 @@ def build_report(
     jac, jnotes = jacobian_figures(records)
     sections.append(Section("jacobian", "Jacobian spectrum",
                             _with_notes(jac, jnotes, "Not drawn:")))
+    sections += classics_sections(classics)
     return finalize(Report(title, subtitle, sections))
 
 

@@ -23,6 +23,8 @@ depth_scaling         ``depths`` (:func:`~gradprobe.report.theory_data.depth_fra
 phase_diagram         ``grid`` (:class:`~gradprobe.report.theory_data.PhaseGrid`),
                       ``points``
 jacobian              ``spectrum`` (:func:`~gradprobe.report.theory_data.jacobian_frame`)
+classic               ``figure`` (a stored reproduction's figure dict,
+                      :mod:`gradprobe.report.classics`)
 ====================  ==========================================================
 
 Example:
@@ -42,14 +44,14 @@ import pandas as pd
 
 FIGURE_KINDS = (
     "gradient_flow", "heatmap", "activation_curves", "training_curves", "steps_to_threshold",
-    "accuracy", "theory_layers", "depth_scaling", "phase_diagram", "jacobian",
+    "accuracy", "theory_layers", "depth_scaling", "phase_diagram", "jacobian", "classic",
 )
 #: The frame in ``data`` that must be non-empty for a figure of each kind to be drawn.
 PRIMARY_FRAME = {
     "gradient_flow": "flow", "heatmap": "cells", "activation_curves": "curves",
     "training_curves": "curves", "steps_to_threshold": "headline", "accuracy": "headline",
     "theory_layers": "layers", "depth_scaling": "depths", "phase_diagram": "grid",
-    "jacobian": "spectrum",
+    "jacobian": "spectrum", "classic": "figure",
 }
 
 

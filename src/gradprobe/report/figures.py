@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from gradprobe.report import palette
+from gradprobe.report.classics import matplotlib_classic
 from gradprobe.report.content import FigureSpec, Report
 from gradprobe.report.data import activation_words, stats_note
 
@@ -345,6 +346,7 @@ RENDERERS: dict[str, Callable[[FigureSpec], Figure]] = {
     "depth_scaling": depth_scaling,
     "phase_diagram": phase_diagram,
     "jacobian": jacobian,
+    "classic": matplotlib_classic,
 }
 
 

@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gradprobe.report import palette
+from gradprobe.report.classics import plotly_classic
 from gradprobe.report.content import FigureSpec
 from gradprobe.report.data import activation_words, stats_note
 from gradprobe.report.figures import QUANTITY_AXIS
@@ -353,6 +354,7 @@ RENDERERS: dict[str, Callable[[FigureSpec], go.Figure]] = {
     "depth_scaling": depth_scaling,
     "phase_diagram": phase_diagram,
     "jacobian": jacobian,
+    "classic": plotly_classic,
 }
 
 
