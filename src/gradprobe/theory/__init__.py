@@ -9,6 +9,8 @@
 * :func:`log_grad_moments`, :func:`relu_log_grad_moments` - finite-width spread (Hanin).
 * :func:`compare`, :func:`plot_comparison` - per-layer predicted vs measured backward
   factors.
+* :func:`bn_gradient_growth`, :func:`bn_growth`, :func:`bn_network_prediction` - batch norm
+  (Yang et al. 2019): gradient growth per layer at finite batch size.
 
 Formulas, conventions and failure modes: docs/theory.md.
 
@@ -21,6 +23,12 @@ Example:
 
 from __future__ import annotations
 
+from gradprobe.theory.batchnorm import (
+    BatchNormGrowth,
+    bn_gradient_growth,
+    bn_growth,
+    bn_network_prediction,
+)
 from gradprobe.theory.compare import Comparison, compare, plot_comparison
 from gradprobe.theory.finite_width import FiniteWidth, log_grad_moments, relu_log_grad_moments
 from gradprobe.theory.gaussian import Moments, expect, expect2, moments
@@ -52,6 +60,7 @@ from gradprobe.theory.phase import (
 )
 
 __all__ = [
+    "BatchNormGrowth",
     "Comparison",
     "FiniteWidth",
     "JacobianMoments",
@@ -63,6 +72,9 @@ __all__ = [
     "PhaseDiagram",
     "Prediction",
     "SignalPath",
+    "bn_gradient_growth",
+    "bn_growth",
+    "bn_network_prediction",
     "compare",
     "critical_sigma_w2",
     "expect",

@@ -111,7 +111,8 @@ def compare(
 
     Returns a :class:`Comparison`; ``applies`` is False with a ``reason`` for residual
     connections, batch norm outside BN MLPs in training mode (those use
-    :mod:`gradprobe.theory.batchnorm` at the batch's size), unknown modules, or widths too narrow for the depth.
+    :mod:`gradprobe.theory.batchnorm` at the batch's size), unknown modules, or widths too
+    narrow for the depth.
     """
     from gradprobe.probe import Probe
 
