@@ -63,3 +63,17 @@ def test_table_report_and_saved_record(monkeypatch, tmp_path):
     assert "Classic results: Fake 2020" in text and "not reproduced" in text
     saved = json.loads((store / "fake.json").read_text())
     assert saved["claims"][1]["measured"] == 2.0 and saved["figure"]["series"][0]["y"] == [1, 2]
+
+
+def test_demo_step_runs_quick_entries_and_stores_them(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from gradprobe.demo import classics_chapter
+
+    console = Console(record=True, width=120)
+    reps = runner.run_quick_classics(tmp_path, console, names=["hanin2018"])
+    assert [r.name for r in runner.load(tmp_path)] == ["hanin2018"] and reps[0].quick
+    assert "reproduce hanin2018: 3/3 claims hold" in console.export_text()
+    monkeypatch.setattr(runner, "run_quick_classics", lambda directory, console: reps)
+    sections = classics_chapter(tmp_path, console)  # what the demo appends to its report
+    assert [s.id for s in sections] == ["classic-hanin2018"]
