@@ -45,7 +45,7 @@ def within(claim: str, paper: float, measured: float, *, rel: float) -> Claim:
         False
     """
     ok = math.isfinite(measured) and abs(measured / paper - 1.0) <= rel
-    return Claim(claim, _round(paper), _round(measured), f"±{rel:.0%}", bool(ok))
+    return Claim(claim, _round(paper), _round(measured), f"±{100 * rel:.2g}%", bool(ok))
 
 
 def at_most(claim: str, paper: str, measured: float, bound: float) -> Claim:

@@ -2,7 +2,8 @@
 dynamical isometry": only orthogonal weights with a critical tanh keep the whole spectrum of
 the input-output Jacobian near 1.
 
-Claims (Sec. 2-3, eqs. for the spectral moments; Fig. 2/3): at criticality (mean squared
+Claims (the spectral moments of ``J J^T`` from free probability, and the figures of the
+singular-value densities across depth): at criticality (mean squared
 singular value 1), the normalised variance of the squared singular values of ``J``, ``nvar
 = Var / mean^2``, is ``L v_W + sum_l (E[phi'^4] / E[phi'^2]^2 - 1)``: about 0.1 for
 orthogonal weights and tanh at a small ``q*`` (isometry, depth-independent to first
@@ -101,7 +102,8 @@ ENTRY = Entry(
     name="pennington2017",
     title="Pennington et al. 2017: dynamical isometry needs orthogonal weights and tanh",
     citation="J. Pennington, S. Schoenholz, S. Ganguli. Resurrecting the sigmoid in deep "
-             "learning through dynamical isometry: theory and practice. NeurIPS 2017. Sec. 2-3",
+             "learning through dynamical isometry: theory and practice. NeurIPS 2017. Spectral "
+             "moments of J J^T at criticality",
     summary="Orthogonal critical tanh keeps the Jacobian spectrum concentrated; ReLU and "
             "Gaussian weights spread it ~ depth",
     run=run,

@@ -1,7 +1,8 @@
 """Saxe, McClelland & Ganguli 2014, "Exact solutions to the nonlinear dynamics of learning in
 deep linear neural networks": with orthogonal init, learning time does not grow with depth.
 
-Claim (Sec. 5, the depth-independence result and its MNIST figure): at the best learning
+Claim (the depth-independent learning time of orthogonal initialisation, and the figure of
+learning time against depth, orthogonal vs scaled Gaussian init): at the best learning
 rate for each depth, a deep linear network initialised with random orthogonal weights
 learns in a time independent of its depth, while scaled Gaussian init (variance 1/fan-in)
 learns more slowly as depth grows.
@@ -91,7 +92,7 @@ ENTRY = Entry(
     name="saxe2014",
     title="Saxe et al. 2014: orthogonal init makes learning time depth-independent",
     citation="A. Saxe, J. McClelland, S. Ganguli. Exact solutions to the nonlinear dynamics of "
-             "learning in deep linear neural networks. ICLR 2014. Sec. 5",
+             "learning in deep linear neural networks. ICLR 2014. Learning time vs depth",
     summary="Deep linear nets: orthogonal init learns as fast at any depth; Gaussian slows down",
     run=run,
     scale=scale,

@@ -1,8 +1,9 @@
 """Yang et al. 2019, "A mean field theory of batch normalization": BN makes gradients explode.
 
 Claims: at init, a BN MLP's squared gradient grows by a fixed factor per layer toward the
-input, for any weight variance (Thm. 3.10); for ReLU at large batch the factor is
-``pi / (pi - 1) ~ 1.467`` (Sec. 3.2); it depends on the batch size and holds for tanh too.
+input, for any weight variance (the paper's gradient-explosion theorem); for ReLU at large
+batch the factor is ``pi / (pi - 1) ~ 1.467``; it depends on the batch size and holds for
+tanh too.
 gradprobe's finite-batch form (:mod:`gradprobe.theory.batchnorm`) is checked against
 BN MLPs built with ``net.norm = batch`` and measured by the probe (``theory.compare``) on
 Gaussian input batches.
@@ -70,15 +71,16 @@ def run(quick: bool) -> tuple[list[Claim], dict[str, Any]]:
     large = math.pi / (math.pi - 1)
     g, se = simulated_growth("relu", s["large"], width, seeds)
     offset = bn_gradient_growth("relu", s["large"]) - large
-    claims.append(near(f"BN-ReLU factor per layer at large batch ({s['large']}): pi/(pi-1) "
-                       "(Sec. 3.2)", large, g, 3 * se + abs(offset)))
+    claims.append(near(f"BN-ReLU factor per layer at large batch ({s['large']}): pi/(pi-1)",
+                       large, g, 3 * se + abs(offset)))
     measured: dict[str, list[tuple[int, float, float]]] = {"relu": [], "tanh": []}
     for act in ("relu", "tanh"):
         for b in s["batches"]:
             g, se = simulated_growth(act, b, width, seeds)
             measured[act].append((b, g, se))
-            claims.append(near(f"BN-{act} factor per layer at batch {b} (finite-batch theory, "
-                               "Thm. 3.10)", bn_gradient_growth(act, b), g, 3 * se))
+            claims.append(near(f"BN-{act} factor per layer at batch {b} (paper column: "
+                               "gradprobe's finite-batch form of the theory)",
+                               bn_gradient_growth(act, b), g, 3 * se))
     grid = np.unique(np.round(np.logspace(math.log10(4), math.log10(4096), 40)).astype(int))
     figure = {
         "title": "Batch norm: gradient growth per layer at init vs batch size",
@@ -99,7 +101,8 @@ ENTRY = Entry(
     name="yang2019",
     title="Yang et al. 2019: batch norm makes gradients explode",
     citation="G. Yang, J. Pennington, V. Rao, J. Sohl-Dickstein, S. Schoenholz. A mean field "
-             "theory of batch normalization. ICLR 2019. Thm. 3.10, Sec. 3.2",
+             "theory of batch normalization. ICLR 2019. Gradient explosion at init (main theorem "
+             "and its ReLU case pi/(pi-1))",
     summary="BN-ReLU gradients grow by pi/(pi-1) per layer at large batch; more at small batch",
     run=run,
     scale=scale,
