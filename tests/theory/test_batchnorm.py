@@ -104,3 +104,13 @@ def test_compare_and_predict_apply_to_bn_mlps():
 def test_bad_batch_size_is_one_line():
     with pytest.raises(UserError, match="batch_size must be an integer >= 4"):
         bn_gradient_growth("relu", 3)
+
+
+def test_a_batch_wider_than_the_net_is_noted():
+    from gradprobe.theory.batchnorm import bn_network_prediction
+
+    spec = NetSpec(depth=6, width=64, activation="relu", init="he_normal", norm="batch")
+    wide = bn_network_prediction(spec, batch_size=512)
+    assert any("not much larger than the batch" in n for n in wide.info.notes)
+    narrow = bn_network_prediction(spec, batch_size=16)
+    assert not any("not much larger than the batch" in n for n in narrow.info.notes)

@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     from gradprobe.theory.network import NetworkPrediction
 
 MIN_BATCH = 4  # E[1 / chi2_{B-1}] is finite only for B - 1 > 2
+# Simulations (docs/reproductions.md, yang2019) match lambda(B) to ~0.3% once width >= 2 B
+# (width 1024 at batch 512), and run 0.5-1.5% low at width <= batch: a note below this ratio.
+MIN_WIDTH_FOR_BATCH = 2
 _RADIAL_NODES = 96
 _ANGLE_NODES = 48
 
@@ -272,9 +275,13 @@ def bn_network_prediction(
     if n_bn != len(info.layers) - 1:
         problems.append(f"{n_bn} batch-norm layers for {len(info.layers) - 1} hidden layers; "
                         "the theory needs one after every hidden weight layer")
-    info = NetworkInfo(info.layers, tuple(problems), tuple(info.notes) + (
-        "batch norm: mean-field theory of Yang et al. 2019 at batch size "
-        f"{batch_size if batch_size else 'inf'}; valid for widths >> batch size",), info.sampled)
+    notes = [f"batch norm: mean-field theory of Yang et al. 2019 at batch size "
+             f"{batch_size if batch_size else 'inf'}; valid for widths >> batch size"]
+    if info.widths and min(info.widths) < MIN_WIDTH_FOR_BATCH * (batch_size or math.inf):
+        notes.append(f"a hidden width of {min(info.widths)} is not much larger than the batch: "
+                     "measured factors run ~1% below the theory's (docs/reproductions.md)")
+    info = NetworkInfo(info.layers, tuple(problems), tuple(info.notes) + tuple(notes),
+                       info.sampled)
     return _bn_path(info, batch_size, q0, q0 if input_gap is None else input_gap)
 
 
