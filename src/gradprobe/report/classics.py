@@ -95,23 +95,24 @@ def plotly_classic(spec: FigureSpec) -> go.Figure:
     fig = go.Figure()
     heat = fig_data.get("heatmap")
     if heat:
-        fig.add_trace(go.Heatmap(x=heat["x"], y=[str(v) for v in heat["y"]], z=heat["z"],
+        fig.add_trace(go.Heatmap(x=heat["x"], y=heat["y"], z=heat["z"],
                                  colorscale=palette.SEQUENTIAL_PLOTLY, name=heat["label"],
                                  colorbar={"title": {"text": heat["label"], "side": "right"}}))
     for i, s in enumerate(fig_data.get("series", [])):
         st = palette.style(i)
         theory = s["style"] == "theory"
         err = s.get("err")
-        x = [str(int(v)) for v in s["x"]] if heat else _finite(s["x"], logx)
         fig.add_trace(go.Scatter(
-            x=x, y=_finite(s["y"], logy), name=s["label"],
+            x=_finite(s["x"], logx), y=_finite(s["y"], logy), name=s["label"],
             mode="lines" if theory else "lines+markers",
             line={"color": "black" if theory and heat else st["color"],
                   "dash": "dash" if theory else "solid", "width": 2},
             error_y={"type": "data", "array": err, "visible": True} if err else None))
     fig.update_xaxes(title=fig_data.get("xlabel", ""), type="log" if logx else None)
-    fig.update_yaxes(title=fig_data.get("ylabel", ""),
-                     type="log" if logy and not heat else None)
+    fig.update_yaxes(title=fig_data.get("ylabel", ""), type="log" if logy else None)
+    if heat:  # the grid's range, not the theory curve's
+        fig.update_yaxes(range=[math.log10(min(heat["y"]) / 1.5), math.log10(max(heat["y"]) * 1.5)]
+                         if logy else None)
     fig.update_layout(title={"text": spec.title, "x": 0.01, "xanchor": "left"},
                       template="plotly_white", height=460, legend={"font": {"size": 11}})
     return fig

@@ -241,9 +241,10 @@ def bn_network_prediction(
 
     ``input_gap`` is the input batch's mean square minus its mean cross-sample product
     (``a - b`` of ``x x^T / n0``; default ``q0``, i.e. independent samples); ``batch_size``
-    None is the large-batch limit. Reasons the theory does not apply (BN in eval mode, moved
-    affine parameters, BatchNorm2d, a BN-less hidden layer, anything plain theory refuses)
-    are in ``info.problems``; the path is computed anyway.
+    defaults to an experiment spec's ``train.batch_size``; None is the large-batch limit.
+    Reasons the theory does not apply (BN in eval mode, moved affine parameters,
+    BatchNorm2d, a BN-less hidden layer, anything plain theory refuses) are in
+    ``info.problems``; the path is computed anyway.
 
     Example:
         >>> from gradprobe.spec import NetSpec
@@ -255,6 +256,8 @@ def bn_network_prediction(
     from gradprobe.theory.network import NetworkInfo, inspect_network, network_info
 
     problems: list[str] = []
+    if batch_size is None:
+        batch_size = getattr(getattr(model_or_spec, "train", None), "batch_size", None)
     if isinstance(model_or_spec, nn.Module):
         bns = _bn_modules(model_or_spec)
         if not bns:

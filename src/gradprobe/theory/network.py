@@ -438,10 +438,7 @@ def predict_network(
 ) -> NetworkPrediction:
     """Predict a real ``nn.Module`` (variances read off its tensors) or a gradprobe spec.
 
-    BN MLPs (``net.norm = batch``, or Linear -> BatchNorm1d -> activation blocks) get the
-    batch-norm theory (:mod:`gradprobe.theory.batchnorm`) at ``batch_size`` (default: the
-    spec's ``train.batch_size``; None is the large-batch limit).
-
+    BN MLPs use :mod:`gradprobe.theory.batchnorm` at ``batch_size`` (default: the spec's).
     Raises :class:`UserError` when the theory does not apply for structural reasons (batch
     norm, residual connections, unknown modules); narrow widths are reported in ``reason``.
 
@@ -461,12 +458,9 @@ def predict_network(
     if q0 is not None and not (math.isfinite(float(q0)) and float(q0) >= 0):
         raise UserError(f"q0 must be a finite number >= 0, not {q0!r}")
     q0f = 1.0 if q0 is None else float(q0)
-    if batch_size is None:
-        batch_size = getattr(getattr(model_or_spec, "train", None), "batch_size", None)
     bn = bn_network_prediction(model_or_spec, batch_size=batch_size, q0=q0f,
                                in_features=in_features, n_outputs=n_outputs)
-    if bn is not None:
-        info = bn.info
+    info = bn.info if bn is not None else info
     if info.problems:
         raise UserError(f"mean-field theory does not apply: {info.reason}")
     return bn if bn is not None else _network_prediction(info, q0f)
