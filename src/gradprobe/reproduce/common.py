@@ -33,13 +33,12 @@ def experiment(
     batch_size: int | None = 128,
     loss: str = "cross_entropy",
     norm: str = "none",
-    max_samples: int | None = None,
 ) -> ExperimentSpec:
     """One experiment spec, as the entries write them (probing off-grid: every 50 steps)."""
     return load_spec({
         "net": {"depth": depth, "width": width, "activation": activation, "init": init,
                 "bias_init": bias_init, "norm": norm},
-        "data": {"name": data, "max_samples": max_samples},
+        "data": {"name": data},
         "train": {"steps": steps, "lr": lr, "seed": seed, "batch_size": batch_size,
                   "loss": loss, "record_every": max(steps, 1), "eval_every": max(steps, 1)},
     })

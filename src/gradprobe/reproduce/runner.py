@@ -16,10 +16,15 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gradprobe.errors import UserError
 from gradprobe.reproduce.base import Reproduction
 from gradprobe.reproduce.registry import get_entry
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 RECORD_SUFFIX = ".json"
 
@@ -69,7 +74,7 @@ def load(directory: str | Path) -> list[Reproduction]:
             for n in names() if n in found]
 
 
-def claims_table(rep: Reproduction):  # -> rich.table.Table
+def claims_table(rep: Reproduction) -> Table:
     """Paper vs measured, with tolerance and verdict, one row per claim."""
     from rich.table import Table
 
@@ -90,8 +95,8 @@ def _fmt(value: float | str) -> str:
     return "nan" if not math.isfinite(value) else f"{value:.4g}"
 
 
-def run_quick_classics(directory: str | Path, console, names: Sequence[str] | None = None
-                       ) -> list[Reproduction]:
+def run_quick_classics(directory: str | Path, console: Console,
+                       names: Sequence[str] | None = None) -> list[Reproduction]:
     """Every entry's ``--quick`` version (or ``names``), stored under ``directory``, one line
     of verdict each on ``console``: the demo's "Classic results" step."""
     from gradprobe.reproduce.registry import names as all_names
