@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("train", "integrations"),
     ("store", "api"),
     ("theory",),
-    ("sweeps", "diagnosis", "measure"),
+    ("sweeps", "diagnosis", "measure", "reproduce"),
     ("report",),
     ("",),  # the root package: the public API, resolved lazily
     ("app", "serve"),

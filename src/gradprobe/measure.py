@@ -24,6 +24,7 @@ from torch import nn
 
 from gradprobe.errors import UserError
 from gradprobe.probe import Probe
+from gradprobe.theory.batchnorm import bn_batch_prediction
 from gradprobe.theory.compare import QUANTITIES, Comparison, compare
 
 
@@ -100,7 +101,9 @@ def compare_model(
         model = _build_from_spec(model_or_spec, x, y, n_outputs, seed)
     record = probe_backward(model, x, loss_fn=loss_fn, seed=seed)
     q0 = float(x.detach().double().pow(2).flatten(1).mean(1).mean())
-    return compare(record, model, q0=q0, force=force)
+    # A BN MLP is predicted at the size and the sample overlap of the batch it just saw.
+    network = bn_batch_prediction(model, x, q0) or model
+    return compare(record, network, q0=q0, force=force)
 
 
 def _build_from_spec(

@@ -17,7 +17,14 @@ from gradprobe.report.content import FIGURE_KINDS, FigureSpec
 
 @pytest.fixture(scope="module")
 def report(records):
-    return build_report(records)
+    from gradprobe.reproduce.base import Reproduction, series, within
+
+    classic = Reproduction(  # a stored reproduction, as gradprobe reproduce --save writes it
+        "he2015", "He et al. 2015", "citation", "scale", [within("factor", 0.5, 0.51, rel=0.1)],
+        {"title": "Backward factor", "xlabel": "layer", "ylabel": "log10",
+         "series": [series("measured", [1, 2, 3], [-1.0, -0.5, 0.0]),
+                    series("paper", [1, 2, 3], [-0.6, -0.3, 0.0], "theory")]})
+    return build_report(records, classics=[classic])
 
 
 def test_every_kind_has_both_renderers():

@@ -12,8 +12,12 @@ from gradprobe.report import theory_data as T
 def test_theory_line_is_the_prediction_anchored_at_the_output(records):
     layers, notes = T.theory_frame(records)
     assert set(layers["label"]) == {"6-layer sigmoid, Xavier", "6-layer ReLU, He",
-                                    "6-layer tanh, σw²=0.25", "3-layer sigmoid, Xavier"}
-    assert any("batch norm" in n and "no line" in n for n in notes)
+                                    "6-layer tanh, σw²=0.25", "3-layer sigmoid, Xavier",
+                                    "6-layer sigmoid, Xavier, batch norm"}
+    assert not any("batch norm" in n and "no line" in n for n in notes)
+    bn = layers[layers["label"] == "6-layer sigmoid, Xavier, batch norm"]  # theory/batchnorm.py
+    assert len(bn) == 6 and bn["predicted"].notna().all()
+    assert np.abs(np.log10(bn["measured"] / bn["predicted"])).max() < 0.5
     sig = layers[layers["label"] == "6-layer sigmoid, Xavier"]
     pred = T.network_prediction(records[0].spec)
     expected = sig["measured"].iloc[-1] * 10 ** (0.5 * pred.path.log10_cumulative)

@@ -105,7 +105,7 @@ def test_spec_input_and_grads_are_restored():
 @pytest.mark.parametrize(
     ("spec", "match"),
     [
-        (NetSpec(depth=6, width=64, norm="batch"), "normalisation"),
+        (NetSpec(depth=6, width=64, norm="layer"), "normalisation"),
         (NetSpec(depth=6, width=64, residual=True), "residual"),
         (NetSpec(depth=6, width=8), "narrow"),
         (NetSpec(depth=60, width=64, activation="relu", init="he_normal"), "narrow for its depth"),

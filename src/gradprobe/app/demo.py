@@ -190,6 +190,15 @@ def diagnose_worst(worst: Any, steps: int, console: Console) -> tuple[dict | Non
     return {**diagnosis.to_dict(), "repair": fixes.to_dict()}, fixes.table
 
 
+def classics_chapter(directory: Path, console: Console) -> list[Any]:
+    """Run the quick reproductions, store them in ``directory``; the report's sections."""
+    from gradprobe.report.classics import classics_sections
+    from gradprobe.reproduce.runner import run_quick_classics
+
+    console.print("classic results (gradprobe reproduce NAME --quick):", highlight=False)
+    return classics_sections(run_quick_classics(directory, console))
+
+
 def run_demo(
     store: str | Path | None = None,
     out: Path = Path("reports"),
@@ -242,6 +251,10 @@ def _study(cfg: StudyConfig, store: str | Path | None, out: Path, quick: bool,
         f"(lr {cfg.lr}) on digits; store {store_path}",
         chance=0.1,
     )
+    if not quick:  # Classic results: every `gradprobe reproduce NAME --quick` (reproduce/)
+        t0 = time.perf_counter()
+        report.sections += classics_chapter(out / "reproductions", console)
+        seconds["classics"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     if diagnosis is not None:
         (out / "diagnosis.json").write_text(json.dumps(diagnosis, indent=1, default=str))

@@ -161,6 +161,7 @@ def _register_subcommands() -> None:
     """Mount the commands that live in their own modules (each imports its heavy parts lazily)."""
     from gradprobe.cli.diagnose import diagnose_command
     from gradprobe.cli.report import report_command
+    from gradprobe.cli.reproduce import reproduce_command
     from gradprobe.cli.serve import serve_command
     from gradprobe.cli.sweep import sweep_command
     from gradprobe.cli.theory import theory_app
@@ -170,6 +171,7 @@ def _register_subcommands() -> None:
     app.command("diagnose")(diagnose_command)
     app.command("report")(report_command)
     app.command("serve")(serve_command)
+    app.command("reproduce")(reproduce_command)
 
 
 _register_subcommands()

@@ -23,9 +23,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from gradprobe.report.classics import classics_report, classics_sections
 from gradprobe.report.content import FigureSpec, Report, Section, TableSpec, Text, slugify
 from gradprobe.report.data import (
     RunRecord,
@@ -59,6 +62,9 @@ HEADLINE_COLUMNS = {
     "attenuation_end": "‖g₁‖/‖g_L‖ at end",
     "run": "run id",
 }
+
+if TYPE_CHECKING:
+    from gradprobe.reproduce.base import Reproduction
 
 
 def chunks(records: Sequence[RunRecord], size: int = MAX_LINES) -> list[list[RunRecord]]:
@@ -292,9 +298,14 @@ def _with_notes(blocks: list, notes: list[str], lead: str) -> list:
 
 
 def build_report(
-    records: Sequence[RunRecord], title: str = "gradprobe report", subtitle: str = ""
+    records: Sequence[RunRecord], title: str = "gradprobe report", subtitle: str = "",
+    classics: Sequence[Any] = (),
 ) -> Report:
-    """Every figure kind for ``records``: the report ``gradprobe report`` writes."""
+    """Every figure kind for ``records``: the report ``gradprobe report`` writes.
+
+    ``classics``: stored reproductions (:mod:`gradprobe.reproduce`) for the "Classic
+    results" chapter, appended last.
+    """
     records = list(records)
     n = len(records)
     subtitle = subtitle or f"{n} run{'s' if n != 1 else ''}: " + ", ".join(
@@ -316,6 +327,7 @@ def build_report(
     jac, jnotes = jacobian_figures(records)
     sections.append(Section("jacobian", "Jacobian spectrum",
                             _with_notes(jac, jnotes, "Not drawn:")))
+    sections += classics_sections(classics)
     return finalize(Report(title, subtitle, sections))
 
 
@@ -332,3 +344,10 @@ def finalize(report: Report) -> Report:
         section.blocks = blocks
     report.sections = [s for s in report.sections if s.blocks]
     return report
+
+
+def write_classics(reps: Sequence[Reproduction], path: str | Path) -> Path:
+    """Write the "Classic results" chapter alone as one self-contained HTML file."""
+    from gradprobe.report.html import write_html
+
+    return write_html(classics_report(reps), Path(path))

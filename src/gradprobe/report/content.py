@@ -23,6 +23,8 @@ depth_scaling         ``depths`` (:func:`~gradprobe.report.theory_data.depth_fra
 phase_diagram         ``grid`` (:class:`~gradprobe.report.theory_data.PhaseGrid`),
                       ``points``
 jacobian              ``spectrum`` (:func:`~gradprobe.report.theory_data.jacobian_frame`)
+classic               ``figure`` (a stored reproduction's figure dict,
+                      :mod:`gradprobe.report.classics`)
 ====================  ==========================================================
 
 Example:
@@ -46,7 +48,7 @@ PRIMARY_FRAME = {
     "gradient_flow": "flow", "heatmap": "cells", "activation_curves": "curves",
     "training_curves": "curves", "steps_to_threshold": "headline", "accuracy": "headline",
     "theory_layers": "layers", "depth_scaling": "depths", "phase_diagram": "grid",
-    "jacobian": "spectrum",
+    "jacobian": "spectrum", "classic": "figure",
 }
 FIGURE_KINDS = tuple(PRIMARY_FRAME)
 

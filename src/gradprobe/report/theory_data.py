@@ -4,7 +4,8 @@ figures.
 The predictions come from :mod:`gradprobe.theory` applied to the stored spec of each run
 (the network at initialisation is a deterministic function of its spec), so these frames
 are computed, not read: the report says so in its captions. Mean-field theory describes
-plain networks at initialisation; runs with batch normalisation or residual connections,
+plain networks at initialisation; BN MLPs get their lines from the batch-norm theory at
+the run's batch size (:func:`line_applies`); runs with layer norm or residual connections,
 and CNNs, get no theory line (:func:`theory_applies` says why), never a number anyway.
 
 Conventions: the theory predicts squared norms; frames here hold norms (the square root),
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -44,6 +45,14 @@ def theory_applies(spec: dict[str, Any]) -> str | None:
         return ("residual connections add a skip path; mean-field theory of plain nets does "
                 "not apply")
     return None
+
+
+def line_applies(spec: dict[str, Any]) -> str | None:
+    """:func:`theory_applies`, except that BN MLPs get their line (theory/batchnorm.py)."""
+    net = spec.get("net", {})
+    if net.get("norm") == "batch" and net.get("kind", "mlp") == "mlp" and not net.get("residual"):
+        return None
+    return theory_applies(spec)
 
 
 @cache
@@ -71,11 +80,12 @@ def network_prediction(spec: dict[str, Any]) -> Any:
     """:func:`gradprobe.theory.predict_network` for a stored spec, with the data's real input
     width, class count and input mean square ``q0``."""
     from gradprobe.spec import NetSpec
-    from gradprobe.theory.network import predict_network
+    from gradprobe.theory.dispatch import predict_network
 
     n_in, n_out, q0 = _input_moments(_data_key(spec))
     return predict_network(NetSpec.model_validate(spec.get("net", {})), q0=q0,
-                           in_features=n_in, n_outputs=n_out)
+                           in_features=n_in, n_outputs=n_out,
+                           batch_size=(spec.get("train") or {}).get("batch_size"))
 
 
 def _caveat(pred: Any) -> str | None:
@@ -84,11 +94,12 @@ def _caveat(pred: Any) -> str | None:
 
 
 def _with_theory(
-    records: Sequence[RunRecord], notes: list[str], prefix: str = ""
+    records: Sequence[RunRecord], notes: list[str], prefix: str = "",
+    applies: Callable[[dict[str, Any]], str | None] = theory_applies,
 ) -> Iterator[RunRecord]:
     """The records the theory applies to; a note in ``notes`` for each of the others."""
     for rec in records:
-        reason = theory_applies(rec.spec)
+        reason = applies(rec.spec)
         if reason:
             notes.append(f"{rec.label}: {prefix}{reason}")
         else:
@@ -108,7 +119,7 @@ def theory_frame(records: Sequence[RunRecord]) -> tuple[pd.DataFrame, list[str]]
 
     parts: list[pd.DataFrame] = []
     notes: list[str] = []
-    for rec in _with_theory(records, notes, "no line: "):
+    for rec in _with_theory(records, notes, "no line: ", line_applies):
         flow = flow_frame([rec], "backward_signal_norm", "init")
         if flow.empty:
             continue

@@ -316,7 +316,8 @@ class StackedMLP:
                 shape = _out_shape(h, w)
                 z = _matmul(h, w, self.buffer(("z", i), shape))  # activate adds the bias
                 h = self.activate(z, b, out=z if in_place else self.buffer(("h", i), shape))
-                preacts.append(None if h.data_ptr() == z.data_ptr() else z)
+                # an identity activation returns z itself: z is still the pre-activation
+                preacts.append(None if in_place and h.data_ptr() == z.data_ptr() else z)
         return Pass(logits=h, inputs=inputs, preacts=preacts)
 
     # ------------------------------------------------------------------ backward

@@ -8,6 +8,8 @@
 * :func:`jacobian_spectrum`, :func:`jacobian_moments` - dynamical isometry.
 * :func:`log_grad_moments`, :func:`relu_log_grad_moments` - finite-width spread (Hanin).
 * :func:`compare` - per-layer predicted vs measured backward factors, read from a record.
+* :func:`bn_gradient_growth`, :func:`bn_growth`, :func:`bn_network_prediction` - batch norm
+  (Yang et al. 2019): gradient growth per layer at finite batch size.
 
 This package computes and never draws: :func:`gradprobe.report.plot_phase_diagram` and
 :func:`gradprobe.report.plot_comparison` draw its results; :func:`gradprobe.measure.compare_model`
@@ -24,8 +26,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from gradprobe.theory.batchnorm import (
+    BatchNormGrowth,
+    bn_gradient_growth,
+    bn_growth,
+    bn_network_prediction,
+)
 from gradprobe.theory.compare import Comparison, compare
-from gradprobe.theory.dispatch import predict
+from gradprobe.theory.dispatch import predict, predict_network
 from gradprobe.theory.finite_width import FiniteWidth, log_grad_moments, relu_log_grad_moments
 from gradprobe.theory.gaussian import Moments, expect, expect2, moments
 from gradprobe.theory.jacobian import (
@@ -45,7 +53,6 @@ from gradprobe.theory.network import (
     NetworkInfo,
     NetworkPrediction,
     inspect_network,
-    predict_network,
 )
 from gradprobe.theory.phase import (
     PhaseDiagram,
@@ -55,6 +62,7 @@ from gradprobe.theory.phase import (
 from gradprobe.theory.recurrent import RNNTheory, rnn_time_factor
 
 __all__ = [
+    "BatchNormGrowth",
     "RNNTheory",
     "rnn_time_factor",
     "Comparison",
@@ -68,6 +76,9 @@ __all__ = [
     "PhaseDiagram",
     "Prediction",
     "SignalPath",
+    "bn_gradient_growth",
+    "bn_growth",
+    "bn_network_prediction",
     "compare",
     "critical_sigma_w2",
     "expect",

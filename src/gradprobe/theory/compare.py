@@ -34,7 +34,13 @@ from typing import Any
 import numpy as np
 
 from gradprobe.errors import UserError
-from gradprobe.theory.network import NetworkInfo, _network_prediction, network_info
+from gradprobe.theory.batchnorm import bn_network_prediction
+from gradprobe.theory.network import (
+    NetworkInfo,
+    NetworkPrediction,
+    _network_prediction,
+    network_info,
+)
 
 COLUMNS = [
     "depth", "layer", "width", "predicted", "measured", "error_log10",
@@ -104,6 +110,7 @@ def compare(
     force: bool = False,
     in_features: int | None = None,
     n_outputs: int | None = None,
+    batch_size: int | None = None,
 ) -> Comparison:
     """Put a recorded backward pass beside the mean-field prediction for ``network``.
 
@@ -115,8 +122,12 @@ def compare(
     weights, nothing is run) or a gradprobe spec (``in_features``/``n_outputs`` as for
     :func:`~gradprobe.theory.network.network_info`). ``q0`` is the inputs' mean square.
 
-    Returns a :class:`Comparison`; ``applies`` is False with a ``reason`` for batch norm,
-    residual connections, unknown modules, or widths too narrow for the depth.
+    ``network`` may also be a ready :class:`NetworkPrediction` (``measure.compare_model``
+    passes the batch-norm prediction for the batch it probed). A BN MLP (module or spec)
+    is predicted by :mod:`gradprobe.theory.batchnorm` at ``batch_size`` (default: the
+    spec's). Returns a :class:`Comparison`; ``applies`` is False with a ``reason`` for
+    residual connections, batch norm outside BN MLPs in training mode, unknown modules, or
+    widths too narrow for the depth.
 
     Example:
         >>> import pandas as pd
@@ -129,16 +140,24 @@ def compare(
         ([1.0, 1.0], [1.0, 1.0])
     """
     frame = _one_step(record, step)
-    if not isinstance(network, NetworkInfo):
-        network = network_info(network, in_features=in_features, n_outputs=n_outputs)
+    ready = network if isinstance(network, NetworkPrediction) else None
+    if ready is None and not isinstance(network, NetworkInfo):
+        ready = bn_network_prediction(network, batch_size=batch_size, q0=_q0(q0),
+                                      in_features=in_features, n_outputs=n_outputs)
+        if ready is None:
+            network = network_info(network, in_features=in_features, n_outputs=n_outputs)
+    net = ready if ready is not None else _network_prediction(network, _q0(q0))
+    return _assemble(net, net.info, frame, force)
+
+
+def _q0(q0: Any) -> float:
     try:
         q0f = float(q0)
     except (TypeError, ValueError):
         q0f = math.nan
     if not (math.isfinite(q0f) and q0f >= 0):
         raise UserError(f"q0 must be a finite number >= 0, not {q0!r}")
-    net = _network_prediction(network, q0f)
-    return _assemble(net, net.info, frame, force)
+    return q0f
 
 
 def _one_step(record: Any, step: int | None) -> Any:

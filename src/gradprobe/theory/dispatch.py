@@ -1,8 +1,9 @@
 """One entry point for predictions: an activation, a model or a spec.
 
 :func:`gradprobe.theory.meanfield.predict` knows activations and variances; the network
-reader (:mod:`gradprobe.theory.network`) builds on it. This module sits above both, so
-neither imports the other in a circle.
+reader (:mod:`gradprobe.theory.network`) builds on it, and the batch-norm theory
+(:mod:`gradprobe.theory.batchnorm`) on that. This module sits above all three, so none
+imports another in a circle.
 
 Example:
     >>> from gradprobe.spec import NetSpec
@@ -17,9 +18,45 @@ from __future__ import annotations
 from typing import Any
 
 from gradprobe.errors import UserError
-from gradprobe.theory import meanfield
+from gradprobe.theory import meanfield, network
+from gradprobe.theory.batchnorm import bn_network_prediction
 from gradprobe.theory.meanfield import Prediction, is_network
-from gradprobe.theory.network import predict_network
+from gradprobe.theory.network import NetworkPrediction
+
+
+def predict_network(
+    model_or_spec: Any,
+    *,
+    depth: int | None = None,
+    q0: float | None = None,
+    in_features: int | None = None,
+    n_outputs: int | None = None,
+    batch_size: int | None = None,
+) -> NetworkPrediction:
+    """:func:`gradprobe.theory.network.predict_network`, with BN MLPs predicted too.
+
+    A BN MLP (module or spec with ``net.norm = batch``) goes to
+    :func:`gradprobe.theory.batchnorm.bn_network_prediction` at ``batch_size`` (default: an
+    experiment spec's ``train.batch_size``; None is the large-batch limit).
+
+    Example:
+        >>> from gradprobe.spec import NetSpec
+        >>> net = predict_network(NetSpec(depth=6, width=256, activation="relu",
+        ...                               init="he_normal", norm="batch"), batch_size=32)
+        >>> net.applies, round(float(net.path.chi[2]), 3)
+        (True, 1.522)
+    """
+    if depth is not None:
+        raise UserError("depth comes from the model or spec; do not pass it")
+    q0f = network.checked_q0(q0)
+    bn = bn_network_prediction(model_or_spec, batch_size=batch_size, q0=q0f,
+                               in_features=in_features, n_outputs=n_outputs)
+    if bn is None:
+        return network.predict_network(model_or_spec, q0=q0, in_features=in_features,
+                                       n_outputs=n_outputs)
+    if bn.info.problems:
+        raise UserError(f"mean-field theory does not apply: {bn.info.reason}")
+    return bn
 
 
 def predict(activation: Any, sigma_w2: float | None = None, sigma_b2: float | None = None,

@@ -100,8 +100,9 @@ def predict_network(
 ) -> NetworkPrediction:
     """Predict a real ``nn.Module`` (variances read off its tensors) or a gradprobe spec.
 
-    Raises :class:`UserError` when the theory does not apply for structural reasons (batch
-    norm, residual connections, unknown modules); narrow widths are reported in ``reason``.
+    Plain networks only (:func:`gradprobe.theory.predict_network` adds BN MLPs). Raises
+    :class:`UserError` when the theory does not apply for structural reasons (batch norm,
+    residual connections, unknown modules); narrow widths are reported in ``reason``.
 
     Example:
         >>> from gradprobe.spec import NetSpec
@@ -116,12 +117,17 @@ def predict_network(
         info = inspect_network(model_or_spec)
     else:
         info = spec_layers(model_or_spec, in_features, n_outputs)
-    if q0 is not None and not (math.isfinite(float(q0)) and float(q0) >= 0):
-        raise UserError(f"q0 must be a finite number >= 0, not {q0!r}")
-    q0f = 1.0 if q0 is None else float(q0)
+    q0f = checked_q0(q0)
     if info.problems:
         raise UserError(f"mean-field theory does not apply: {info.reason}")
     return _network_prediction(info, q0f)
+
+
+def checked_q0(q0: float | None) -> float:
+    """``q0`` as a float (default 1), refused unless finite and >= 0."""
+    if q0 is not None and not (math.isfinite(float(q0)) and float(q0) >= 0):
+        raise UserError(f"q0 must be a finite number >= 0, not {q0!r}")
+    return 1.0 if q0 is None else float(q0)
 
 
 def _network_prediction(info: NetworkInfo, q0: float) -> NetworkPrediction:
