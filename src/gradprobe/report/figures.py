@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from gradprobe.report import palette
+from gradprobe.report.classics import matplotlib_classic as classic  # noqa: F401 (a renderer)
 from gradprobe.report.content import FigureSpec, Report, renderers
 from gradprobe.report.data import activation_words, stats_note
 

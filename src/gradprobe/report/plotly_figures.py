@@ -24,6 +24,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gradprobe.report import palette
+from gradprobe.report.classics import plotly_classic as classic  # noqa: F401 (a renderer)
 from gradprobe.report.content import FigureSpec, renderers
 from gradprobe.report.data import activation_words, stats_note
 from gradprobe.report.figures import (
