@@ -66,7 +66,7 @@ def test_table_report_and_saved_record(monkeypatch, tmp_path):
 
 
 def test_demo_step_runs_quick_entries_and_stores_them(tmp_path, monkeypatch):
-    from gradprobe.demo import classics_chapter
+    from gradprobe.app.demo import classics_chapter
     from rich.console import Console
 
     console = Console(record=True, width=120)

@@ -39,7 +39,7 @@ def scale(quick: bool) -> str:
 
 def run(quick: bool) -> tuple[list[Claim], dict[str, Any]]:
     """Measure the Xavier factor, train Xavier vs He."""
-    from gradprobe.theory import compare
+    from gradprobe.measure import compare_model as compare
 
     s = _scale(quick)
     factors: list[float] = []

@@ -49,7 +49,7 @@ def simulated_growth(act: str, batch: int, width: int, seeds: int) -> tuple[floa
     """
     from gradprobe.nets.plain import build
     from gradprobe.spec import NetSpec
-    from gradprobe.theory import compare
+    from gradprobe.measure import compare_model as compare
 
     vals: list[float] = []
     for seed in range(seeds):
