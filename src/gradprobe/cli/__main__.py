@@ -1,0 +1,2 @@
+from gradprobe.cli import main
+main()
