@@ -265,7 +265,8 @@ def _csv(spec: DataSpec):
             f"data.target: no column {target!r} in {path} (columns: {', '.join(frame.columns)})"
         )
     features = frame.drop(columns=[target])
-    non_numeric = [c for c in features.columns if not np.issubdtype(features[c].dtype, np.number)]
+    non_numeric = [c for c in features.columns if features[c].dtype == bool
+                   or not pd.api.types.is_numeric_dtype(features[c].dtype)]
     if non_numeric:
         raise UserError(f"{path}: feature column {non_numeric[0]!r} is not numeric")
     if features.isna().to_numpy().any():
