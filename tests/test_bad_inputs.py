@@ -8,9 +8,12 @@ the store's runs are intact afterwards.
 from __future__ import annotations
 
 import gzip
-import json
+import os
+import socket
 import sqlite3
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -110,9 +113,17 @@ def world(tmp_path_factory):
     with Store(store) as db:
         before = db.runs()[["id", "name", "status"]].to_dict("records")
     files = _write_files(root)
-    readonly_dir = root / "ro"
-    readonly_dir.mkdir()
+    files["busy"] = root / "busy.yaml"
+    files["busy"].write_text(yaml.safe_dump({"name": "busy", "base": tiny_spec(),
+                                             "grid": {"train.seed": [0, 1]}}))
+    _claim(store, "busy", os.getpid())  # this test process holds it: it is alive
     return {"root": root, "store": store, "before": before, "files": files}
+
+
+def _claim(store: Path, sweep: str, pid: int) -> None:
+    with sqlite3.connect(store) as db:
+        db.execute("INSERT OR REPLACE INTO sweep_claims VALUES (?, ?, ?, 0)",
+                   (sweep, socket.gethostname(), pid))
 
 
 def _cases(w: dict) -> list[tuple[str, list[str], str]]:
@@ -165,6 +176,7 @@ def _cases(w: dict) -> list[tuple[str, list[str], str]]:
          "no run store"),
         ("resume-changed-base", ["sweep", str(f["changed"]), "--store", s, "--resume"],
          "train.steps"),
+        ("concurrent-sweep", ["sweep", str(f["busy"]), "--store", s], "already running"),
         # 2: user text is escaped
         ("markup-in-error", ["show", "[red]nope", "--store", s], "[red]nope"),
     ]
@@ -254,3 +266,16 @@ def test_yaml_floats_and_dotted_overrides_agree_with_theory():
             gp.theory.predict("tanh", bad, 0.0)
         assert "finite number > 0" in str(from_spec.value)
         assert "finite number > 0" in str(from_theory.value)
+
+
+def test_a_claim_left_by_a_dead_process_is_taken_over(tmp_path):
+    store = tmp_path / "s.sqlite"
+    Store(store).close()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _claim(store, "s", dead.pid)
+    table = gp.sweep({"name": "s", "base": tiny_spec(**{"train.steps": 2}),
+                      "grid": {"train.seed": [0, 1]}}, store=store)
+    assert (table["status"] == "complete").all()
+    with sqlite3.connect(store) as db:  # released when the sweep ends
+        assert db.execute("SELECT COUNT(*) FROM sweep_claims").fetchone()[0] == 0

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
 from rich.markup import escape
 
 from gradprobe import limits

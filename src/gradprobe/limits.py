@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import resource
@@ -44,10 +45,8 @@ _ACTIVATION_COPIES = 6  # pre-activation, output, grads and the probe's saved te
 def memory_budget() -> int:
     """Bytes a run may plan to use: physical memory or ``ulimit -v``, whichever is smaller."""
     limits = []
-    try:
+    with contextlib.suppress(ValueError, OSError, AttributeError):
         limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        pass
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
         limits.append(soft - _mapped_bytes())

@@ -1,2 +1,3 @@
 from gradprobe.cli import main
+
 main()

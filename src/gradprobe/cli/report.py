@@ -43,7 +43,8 @@ def report_command(
     if format == "html":
         console.print(f"report written to {escape(str(paths[0]))}", highlight=False, soft_wrap=True)
     else:
-        console.print(f"{len(paths)} figures written to {escape(str(paths[0].parent))}", highlight=False,
+        folder = escape(str(paths[0].parent))
+        console.print(f"{len(paths)} figures written to {folder}", highlight=False,
                       soft_wrap=True)
         for path in paths:
             console.print(f"  {escape(str(path))}", highlight=False, soft_wrap=True)
