@@ -202,16 +202,25 @@ def test_bad_inputs_are_one_line_errors(world):
         assert db.runs()[["id", "name", "status"]].to_dict("records") == world["before"]
 
 
-def test_store_with_plain_sweep_and_markup_runs_lists_and_shows(world):
-    s = str(world["store"])
-    cases = [["runs", "--store", s], ["show", "[/x]evil", "--store", s],
-             ["runs", "--store", s, "--sweep", "ok"]]
-    results = run_batch([{"argv": a, "cwd": str(world["root"])} for a in cases])
+def test_store_with_plain_sweep_and_markup_runs_lists_and_shows(world, tmp_path):
+    store, root = str(world["store"]), world["root"]
+    evil = root / "evil.yaml"
+    evil.write_text(yaml.safe_dump(tiny_spec(**{"train.steps": 2, "name": "[bold]x[/bold]"})))
+    copy = tmp_path / "copy.sqlite"  # the module's store stays as the other tests expect
+    copy.write_bytes(Path(store).read_bytes())
+    s = str(copy)
+    cases = [["run", str(evil), "--store", s], ["runs", "--store", s],
+             ["show", "[/x]evil", "--store", s], ["runs", "--store", s, "--sweep", "ok"],
+             ["report", "[/x]evil", "--store", s, "-o", str(tmp_path / "[red]r.html")]]
+    results = run_batch([{"argv": a, "cwd": str(root), "env": {"COLUMNS": "200"}}
+                         for a in cases])
     for argv, res in zip(cases, results, strict=True):
         assert res["code"] == 0, (argv, res["stderr"])
-    listing, shown, _ = (r["stdout"] for r in results)
-    assert "[/x]evil" in listing and "ok[seed=0]" in listing and "nan" not in listing
+    ran, listing, shown, _, report = (r["stdout"] for r in results)
+    assert "[/x]evil" in listing and "[bold]x[/bold]" in listing and "ok[seed=0]" in listing
+    assert "nan" not in listing  # plain runs have no sweep: an empty cell, not NaN
     assert "[/x]evil" in shown.splitlines()[0]
+    assert "[red]r.html" in report and (tmp_path / "[red]r.html").is_file()
 
 
 def test_internal_errors_are_one_line_and_debug_shows_the_traceback(world, monkeypatch):
@@ -279,3 +288,18 @@ def test_a_claim_left_by_a_dead_process_is_taken_over(tmp_path):
     assert (table["status"] == "complete").all()
     with sqlite3.connect(store) as db:  # released when the sweep ends
         assert db.execute("SELECT COUNT(*) FROM sweep_claims").fetchone()[0] == 0
+
+
+def test_warnings_before_an_error_are_dropped(capsys):
+    import warnings
+
+    import typer
+
+    from gradprobe.cli.errors import guarded
+
+    with pytest.raises(typer.Exit) as info, guarded():
+        warnings.warn("noise from torch", UserWarning, stacklevel=1)
+        raise UserError("net.depth: must be >= 1\n(second line folded)")
+    assert info.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: net.depth: must be >= 1 (second line folded)"

@@ -239,7 +239,7 @@ class TrainSpec(_Strict):
 class ExperimentSpec(_Strict):
     """One experiment: ``net`` + ``data`` + ``train``, and a name for the run store."""
 
-    name: str = Field("experiment", max_length=200)
+    name: str = "experiment"
     net: NetSpec = NetSpec()
     data: DataSpec = DataSpec()
     train: TrainSpec = TrainSpec()
