@@ -69,14 +69,8 @@ def _mapped_bytes() -> int:
 
 
 def estimate_bytes(
-    widths: Sequence[int],
-    in_features: int,
-    n_outputs: int,
-    batch: int,
-    n_samples: int,
-    optimizer: str = "sgd",
-    pixels: int = 1,
-    kernel: int = 1,
+    widths: Sequence[int], in_features: int, n_outputs: int, batch: int, n_samples: int,
+    optimizer: str = "sgd", pixels: int = 1, kernel: int = 1,
 ) -> int:
     """A lower estimate of a run's peak memory in bytes (float32 tensors).
 
