@@ -223,19 +223,31 @@ def test_store_with_plain_sweep_and_markup_runs_lists_and_shows(world, tmp_path)
     assert "[red]r.html" in report and (tmp_path / "[red]r.html").is_file()
 
 
-def test_internal_errors_are_one_line_and_debug_shows_the_traceback(world, monkeypatch):
-    # a store whose runs table lacks columns: not a user mistake gradprobe can name well,
-    # but sqlite errors are still one line; a broken summary_json is an internal error.
+def test_corrupt_row_is_one_line_and_internal_errors_need_debug(world, monkeypatch):
     broken = world["root"] / "broken.sqlite"
     Store(broken).close()
     with sqlite3.connect(broken) as db:
         db.execute("INSERT INTO runs (id, name, spec_json, status, created_at, summary_json) "
                    "VALUES ('abc', 'b', '{\"net\": {}}', 'complete', 0, '{not json')")
-    argv = ["show", "abc", "--store", str(broken)]
-    plain, debug = run_batch([{"argv": argv}, {"argv": ["--debug", *argv]}])
-    assert plain["code"] == 1 and len(plain["stderr"].strip().splitlines()) == 1
-    assert "internal error" in plain["stderr"] and "--debug" in plain["stderr"]
-    assert debug["code"] == 1 and "Traceback" in debug["stderr"]
+    [corrupt] = run_batch([{"argv": ["show", "abc", "--store", str(broken)]}])
+    assert corrupt["code"] == 2 and "run abc is corrupt" in corrupt["stderr"]
+    assert len(corrupt["stderr"].strip().splitlines()) == 1
+
+    from typer.testing import CliRunner
+
+    from gradprobe.cli import app
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug in gradprobe\nsecond line")
+
+    monkeypatch.setattr(Store, "runs", bug)
+    argv = ["runs", "--store", str(world["store"])]
+    plain = CliRunner().invoke(app, argv)
+    assert plain.exit_code == 1
+    assert plain.output.strip() == ("internal error: RuntimeError: a bug in gradprobe (run with "
+                                    "--debug for the traceback)")
+    debug = CliRunner().invoke(app, ["--debug", *argv])
+    assert isinstance(debug.exception, RuntimeError)  # raised: the traceback is shown
 
 
 @pytest.mark.parametrize("call", [

@@ -333,9 +333,12 @@ class Store:
         cur = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,))
         names = [d[0] for d in cur.description]
         row = dict(zip(names, cur.fetchone(), strict=True))
-        row["spec"] = json.loads(row.pop("spec_json"))
-        row["summary"] = json.loads(row.pop("summary_json") or "{}")
-        row["versions"] = json.loads(row.pop("versions_json") or "{}")
+        try:
+            row["spec"] = json.loads(row.pop("spec_json"))
+            row["summary"] = json.loads(row.pop("summary_json") or "{}")
+            row["versions"] = json.loads(row.pop("versions_json") or "{}")
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{self.path}: run {run_id} is corrupt ({exc})") from None
         return row
 
     def metrics(
