@@ -46,15 +46,18 @@ DATASETS = (
 )
 
 
-def _no_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError(f"must be a number, not {str(value).lower()}")
-    return value
+def _no_bool(kind: str) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"must be {kind}, not {str(value).lower()}")
+        return value
+
+    return BeforeValidator(check)
 
 
-Int = Annotated[int, BeforeValidator(_no_bool)]
-Float = Annotated[float, BeforeValidator(_no_bool)]
-Seed = Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=limits.MAX_SEED)]
+Int = Annotated[int, _no_bool("an integer")]
+Float = Annotated[float, _no_bool("a number")]
+Seed = Annotated[int, _no_bool("an integer"), Field(ge=0, le=limits.MAX_SEED)]
 
 
 class _Strict(BaseModel):

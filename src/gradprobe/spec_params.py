@@ -66,6 +66,16 @@ def _number(kind: str, name: str, key: str, value: Any) -> float:
     return x
 
 
+def _value(kind: str, name: str, key: str, value: Any, default: Any) -> Any:
+    """A number for numeric parameters; a value of the default's type for the others."""
+    if default is None or (isinstance(default, int | float) and not isinstance(default, bool)):
+        return _number(kind, name, key, value)
+    if not isinstance(value, type(default)):
+        raise ValueError(f"{kind} {name!r} parameter {key!r} must be a {type(default).__name__}, "
+                         f"not {value!r}")
+    return value
+
+
 def _entry(kind: str, name: str) -> Any:
     from gradprobe.nets.activations import get_activation
     from gradprobe.nets.init import get_bias_init, get_init
@@ -84,7 +94,9 @@ def check_params(kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]
     if entry is not None:
         declared = set(entry.params) | set(getattr(entry, "required", ())) | set(
             getattr(entry, "one_of", ()))
-    out = {k: (_number(kind, name, k, v) if k in declared else v) for k, v in params.items()}
+    defaults = getattr(entry, "params", {})
+    out = {k: _value(kind, name, k, v, defaults.get(k)) if k in declared else v
+           for k, v in params.items()}
     lo, hi = out.get("min_val"), out.get("max_val")
     if kind == "activation" and (lo is not None or hi is not None):
         defaults = entry.params if entry is not None else {}
