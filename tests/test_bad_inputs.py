@@ -206,21 +206,26 @@ def test_store_with_plain_sweep_and_markup_runs_lists_and_shows(world, tmp_path)
     store, root = str(world["store"]), world["root"]
     evil = root / "evil.yaml"
     evil.write_text(yaml.safe_dump(tiny_spec(**{"train.steps": 2, "name": "[bold]x[/bold]"})))
+    bad_sweep = root / "markup_sweep.yaml"
+    bad_sweep.write_text(yaml.safe_dump({"name": "[/s]sw", "base": tiny_spec(**{
+        "train.steps": 2}), "grid": {"net.activation": ["tanh", "relu"]}}))
     copy = tmp_path / "copy.sqlite"  # the module's store stays as the other tests expect
     copy.write_bytes(Path(store).read_bytes())
     s = str(copy)
     cases = [["run", str(evil), "--store", s], ["runs", "--store", s],
              ["show", "[/x]evil", "--store", s], ["runs", "--store", s, "--sweep", "ok"],
-             ["report", "[/x]evil", "--store", s, "-o", str(tmp_path / "[red]r.html")]]
+             ["report", "[/x]evil", "--store", s, "-o", str(tmp_path / "[red]r.html")],
+             ["sweep", str(bad_sweep), "--store", s]]
     results = run_batch([{"argv": a, "cwd": str(root), "env": {"COLUMNS": "200"}}
                          for a in cases])
     for argv, res in zip(cases, results, strict=True):
         assert res["code"] == 0, (argv, res["stderr"])
-    ran, listing, shown, _, report = (r["stdout"] for r in results)
+    _, listing, shown, _, report, swept = (r["stdout"] for r in results)
     assert "[/x]evil" in listing and "[bold]x[/bold]" in listing and "ok[seed=0]" in listing
     assert "nan" not in listing  # plain runs have no sweep: an empty cell, not NaN
     assert "[/x]evil" in shown.splitlines()[0]
     assert "[red]r.html" in report and (tmp_path / "[red]r.html").is_file()
+    assert "2 complete" in swept
 
 
 def test_corrupt_row_is_one_line_and_internal_errors_need_debug(world, monkeypatch):
