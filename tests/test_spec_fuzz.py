@@ -82,6 +82,6 @@ def test_junk_in_a_parameter_is_refused_unless_a_finite_number(where, name, para
             "2e0", "1e-3")
         assert numeric, (where, name, param, value)  # only numbers are ever accepted
         got = getattr(spec.net, where.split(".")[1]).params[param]
-        assert isinstance(got, float) and math.isfinite(got)
+        assert isinstance(got, int | float) and math.isfinite(got)
         if abs(got) < 1e30:  # weights of std 1e150 overflow float32: a finding, not a crash
             _builds_finite(spec)

@@ -52,7 +52,7 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
-def _number(kind: str, name: str, key: str, value: Any) -> float:
+def _number(kind: str, name: str, key: str, value: Any) -> float | int:
     where = f"{kind} {name!r} parameter {key!r}"
     if isinstance(value, str) and _NUMBER.match(value.strip()):
         value = float(value)
@@ -63,7 +63,7 @@ def _number(kind: str, name: str, key: str, value: Any) -> float:
     if not math.isfinite(x) or x < lo or (x == lo and not inclusive):
         need = "" if lo == -math.inf else f" {'>=' if inclusive else '>'} {lo:g}"
         raise ValueError(f"{where} must be a finite number{need}, not {value!r}")
-    return x
+    return value if isinstance(value, int) else x  # ints stay ints: labels and keys keep them
 
 
 def _value(kind: str, name: str, key: str, value: Any, default: Any) -> Any:
