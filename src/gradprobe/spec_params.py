@@ -63,7 +63,8 @@ def _number(kind: str, name: str, key: str, value: Any) -> float | int:
     if not math.isfinite(x) or x < lo or (x == lo and not inclusive):
         need = "" if lo == -math.inf else f" {'>=' if inclusive else '>'} {lo:g}"
         raise ValueError(f"{where} must be a finite number{need}, not {value!r}")
-    return value if isinstance(value, int) else x  # ints stay ints: labels and keys keep them
+    small_int = isinstance(value, int) and abs(value) <= 2**31
+    return value if small_int else x  # ints stay ints: labels and config keys keep them
 
 
 def _value(kind: str, name: str, key: str, value: Any, default: Any) -> Any:
