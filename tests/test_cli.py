@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -6,6 +7,7 @@ import yaml
 from typer.testing import CliRunner
 
 from gradprobe.cli import app
+from gradprobe.store import Store
 
 from .conftest import tiny_spec
 
@@ -67,6 +69,10 @@ def test_bad_input_exits_2_with_one_line(spec_file, store_path, args, message):
 def test_missing_spec_and_unknown_run(store_path, tmp_path):
     result = invoke("run", tmp_path / "none.yaml")
     assert result.exit_code == 2 and "spec file not found" in result.output
+    result = invoke("show", "nothing-here", "--store", store_path)
+    assert result.exit_code == 2 and "no run store at" in result.output
+    assert not Path(store_path).exists()  # reading never creates a store
+    Store(store_path).close()
     result = invoke("show", "nothing-here", "--store", store_path)
     assert result.exit_code == 2 and "no run 'nothing-here'" in result.output
     result = invoke("export", "x", "--format", "xml", "--store", store_path)

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from rich.markup import escape
 
+from gradprobe import limits
 from gradprobe.data import load_data
 from gradprobe.nets.plain import build
 from gradprobe.spec import ExperimentSpec, load_spec
-from gradprobe.store import Store
+from gradprobe.store import Store, open_store
 from gradprobe.train import train
 
 
@@ -58,16 +60,18 @@ def run(
     error re-raised; Ctrl-C leaves it ``interrupted``; neither is ever marked complete.
     """
     spec = load_spec(spec_or_path, overrides)
+    limits.check_experiment(spec)
     owned = not isinstance(store, Store)
-    db = store if isinstance(store, Store) else Store(store)
+    db = open_store(store)
     try:
         data = load_data(spec.data)
+        limits.check_experiment(spec, data.in_shape, data.n_classes, len(data.x_train))
         model = build(spec.net, data.in_shape, data.n_classes, seed=spec.train.seed)
         run_id = db.begin_run(spec.name, spec.to_dict())
         started = time.perf_counter()
         try:
             result = train(model, data, spec.train, probe=probe, progress=progress,
-                           description=spec.name)
+                           description=escape(spec.name))
         except KeyboardInterrupt:
             db.mark(run_id, "interrupted", "KeyboardInterrupt")
             raise

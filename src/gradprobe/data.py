@@ -16,12 +16,14 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from gradprobe import limits
 from gradprobe.errors import UserError
 from gradprobe.spec import DataSpec
 
@@ -44,16 +46,47 @@ class Dataset:
         return self.x_train.shape[1]
 
 
+_BUILTIN_SHAPES = {  # name -> (per-sample shape, classes, samples)
+    "digits": ((1, 8, 8), 10, 1797),
+    "breast_cancer": ((30,), 2, 569),
+    "wine": ((13,), 3, 178),
+    "iris": ((4,), 3, 150),
+}
+
+
+def expected_shape(spec: DataSpec) -> tuple[tuple[int, ...], int, int] | None:
+    """``(per-sample shape, classes, samples)`` known without loading; None for files.
+
+    Example:
+        >>> expected_shape(DataSpec(name="iris"))
+        ((4,), 3, 150)
+    """
+    if spec.name in _BUILTIN_SHAPES:
+        return _BUILTIN_SHAPES[spec.name]
+    features = {"teacher": spec.n_features, "parity": spec.n_features}.get(spec.name, 2)
+    if spec.name in ("npz", "csv", "idx"):
+        return None
+    classes = spec.n_classes if spec.name in ("teacher", "spirals") else 2
+    return (features,), classes, spec.n_samples
+
+
 def load_data(spec: DataSpec) -> Dataset:
     """Load, split and standardise the dataset ``spec`` names."""
+    known = expected_shape(spec)
+    if known is not None:
+        limits.check_memory(math.prod(known[0]) * known[2] * 24, f"dataset {spec.name}")
     x, y, in_shape = _LOADERS[spec.name](spec)
-    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-    y = _encode_labels(np.asarray(y))
+    x, y = _as_arrays(x, y, spec)
     rng = np.random.default_rng(spec.seed)
     if spec.max_samples is not None and len(x) > spec.max_samples:
         keep = np.sort(rng.choice(len(x), spec.max_samples, replace=False))
         x, y = x[keep], y[keep]
     train_idx, test_idx = _split(y, spec.test_fraction, rng)
+    if len(train_idx) < 2:
+        raise UserError(
+            f"data.test_fraction {spec.test_fraction:g} leaves {len(train_idx)} training "
+            f"sample(s) of {len(y)}: lower it (each class keeps at least 1 - test_fraction)"
+        )
     x_train, x_test = x[train_idx], x[test_idx]
     if spec.standardize:
         mean = x_train.mean(axis=0)
@@ -72,11 +105,38 @@ def load_data(spec: DataSpec) -> Dataset:
     )
 
 
-def _encode_labels(y: np.ndarray) -> np.ndarray:
+def _as_arrays(x: object, y: object, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Finite real float64 inputs ``(n, features)`` and labels ``0..k-1``, or a UserError."""
+    where = spec.path or spec.name
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0:
+        raise UserError(f"{where}: x and y must be arrays with samples first, not scalars")
+    if len(x) != len(y):
+        raise UserError(f"{where}: x has {len(x)} samples but y has {len(y)}")
+    if len(x) < 4:
+        raise UserError(f"{where}: need at least 4 samples, got {len(x)}")
+    if np.iscomplexobj(x):
+        raise UserError(f"{where}: x holds complex numbers; gradprobe trains on real inputs")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise UserError(f"{where}: x must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float64).reshape(len(x), -1)
+    if not np.isfinite(x).all():
+        raise UserError(f"{where}: x contains NaN or infinite values; clean or drop them")
+    return x, _encode_labels(y, where)
+
+
+def _encode_labels(y: np.ndarray, where: str = "data") -> np.ndarray:
     if y.ndim != 1:
-        raise UserError(f"labels must be one-dimensional, got shape {y.shape}")
-    _, codes = np.unique(y, return_inverse=True)  # any label values -> 0..k-1
-    return codes.astype(np.int64)
+        raise UserError(f"{where}: labels must be one-dimensional, got shape {y.shape}")
+    if np.iscomplexobj(y):
+        raise UserError(f"{where}: labels are complex numbers; give class labels")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise UserError(f"{where}: labels contain NaN or infinite values")
+    try:
+        _, codes = np.unique(y, return_inverse=True)  # any label values -> 0..k-1
+    except TypeError:
+        raise UserError(f"{where}: labels mix types that cannot be compared") from None
+    return codes.astype(np.int64).reshape(-1)
 
 
 def _split(y: np.ndarray, test_fraction: float, rng: np.random.Generator):
@@ -166,7 +226,7 @@ def _image_shape(x: np.ndarray) -> tuple[int, ...]:
 def _npz(spec: DataSpec):
     path = _require_file(spec.path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with np.load(path, allow_pickle=False) as archive:  # (x, y): checked in _as_arrays
             keys = set(archive.files)
             xk = next((k for k in ("x", "X", "data") if k in keys), None)
             yk = next((k for k in ("y", "Y", "labels", "target") if k in keys), None)
@@ -175,11 +235,18 @@ def _npz(spec: DataSpec):
                     f"{path}: npz needs arrays 'x' and 'y' (found: {', '.join(sorted(keys))})"
                 )
             x, y = archive[xk], archive[yk]
-    except (ValueError, OSError) as exc:
-        raise UserError(f"{path}: not a readable npz file ({exc})") from None
-    if len(x) != len(y):
-        raise UserError(f"{path}: x has {len(x)} samples but y has {len(y)}")
+    except UserError:
+        raise
+    except Exception as exc:  # zipfile, zlib, numpy header errors: all mean a bad file
+        raise UserError(f"{path}: not a readable npz file ({_first_line(exc)})") from None
+    if x.ndim == 0:
+        raise UserError(f"{path}: x must be an array with samples first, not a scalar")
     return x, y, _image_shape(x)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _csv(spec: DataSpec):
@@ -188,8 +255,8 @@ def _csv(spec: DataSpec):
     path = _require_file(spec.path)
     try:
         frame = pd.read_csv(path)
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise UserError(f"{path}: not a readable csv file ({str(exc).splitlines()[0]})") from None
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise UserError(f"{path}: not a readable csv file ({_first_line(exc)})") from None
     if frame.shape[1] < 2:
         raise UserError(f"{path}: csv needs at least one feature column and a label column")
     target = spec.target or ("target" if "target" in frame.columns else frame.columns[-1])
@@ -198,7 +265,8 @@ def _csv(spec: DataSpec):
             f"data.target: no column {target!r} in {path} (columns: {', '.join(frame.columns)})"
         )
     features = frame.drop(columns=[target])
-    non_numeric = [c for c in features.columns if not np.issubdtype(features[c].dtype, np.number)]
+    non_numeric = [c for c in features.columns if features[c].dtype == bool
+                   or not pd.api.types.is_numeric_dtype(features[c].dtype)]
     if non_numeric:
         raise UserError(f"{path}: feature column {non_numeric[0]!r} is not numeric")
     if features.isna().to_numpy().any():
@@ -213,8 +281,13 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (the MNIST format), gzip-compressed or not."""
     path = _require_file(str(path))
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read(limits.MAX_DATA_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UserError(f"{path}: not a readable IDX file ({_first_line(exc)})") from None
+    if len(raw) > limits.MAX_DATA_BYTES:
+        raise UserError(f"{path}: more than {limits.MAX_DATA_BYTES} bytes of data")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise UserError(f"{path}: not an IDX file (bad magic number)")
     dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]

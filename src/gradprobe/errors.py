@@ -12,3 +12,10 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """Bad input from the user: a spec, a file, a flag. Exit code 2 in the CLI."""
+
+
+class UsageError(UserError, TypeError):
+    """The Python API called with the wrong kind of argument (``gp.run(5)``).
+
+    A :class:`UserError` (one line, exit code 2) that is also a ``TypeError``.
+    """

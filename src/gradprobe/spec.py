@@ -20,14 +20,24 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from gradprobe.errors import UserError
+from gradprobe import limits
+from gradprobe.errors import UsageError, UserError
 from gradprobe.nets.activations import get_activation
 from gradprobe.nets.init import get_bias_init, get_init
+from gradprobe.spec_params import check_params, yaml_load
 
 DATASETS = (
     "digits", "breast_cancer", "wine", "iris",
@@ -36,20 +46,40 @@ DATASETS = (
 )
 
 
+def _no_bool(kind: str) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"must be {kind}, not {str(value).lower()}")
+        return value
+
+    return BeforeValidator(check)
+
+
+Int = Annotated[int, _no_bool("an integer")]
+Float = Annotated[float, _no_bool("a number")]
+Seed = Annotated[int, _no_bool("an integer"), Field(ge=0, le=limits.MAX_SEED)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Choice(BaseModel):
     """A registry name plus its parameters; written as ``name`` or ``{name: ..., k: v}``."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
+    kind: ClassVar[str] = "choice"
     name: str
 
     @model_validator(mode="before")
     @classmethod
     def _from_name(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and isinstance(value.get("name"), str):
+            params = {k: v for k, v in value.items() if k != "name"}
+            return {"name": value["name"], **check_params(cls.kind, value["name"], params)}
+        return value
 
     @property
     def params(self) -> dict[str, Any]:
@@ -71,6 +101,8 @@ class Choice(BaseModel):
 class ActivationChoice(Choice):
     """An activation name from ``gradprobe.nets.activations`` with its parameters."""
 
+    kind: ClassVar[str] = "activation"
+
     @model_validator(mode="after")
     def _check(self) -> ActivationChoice:
         get_activation(self.name).resolve(self.params)
@@ -80,6 +112,8 @@ class ActivationChoice(Choice):
 class InitChoice(Choice):
     """A weight init name from ``gradprobe.nets.init`` with its parameters."""
 
+    kind: ClassVar[str] = "init"
+
     @model_validator(mode="after")
     def _check(self) -> InitChoice:
         get_init(self.name).resolve(self.params)
@@ -88,6 +122,8 @@ class InitChoice(Choice):
 
 class BiasInitChoice(Choice):
     """A bias init name (zeros, constant, normal, pytorch_default) with its parameters."""
+
+    kind: ClassVar[str] = "bias_init"
 
     @model_validator(mode="after")
     def _check(self) -> BiasInitChoice:
@@ -103,8 +139,8 @@ class NetSpec(_Strict):
     """
 
     kind: Literal["mlp", "cnn"] = "mlp"
-    depth: int = Field(10, ge=1, le=10_000)
-    width: int | list[int] = 64
+    depth: Int = Field(10, ge=1, le=limits.MAX_DEPTH)
+    width: Int | list[Int] = 64
     activation: ActivationChoice = ActivationChoice(name="tanh")
     init: InitChoice = InitChoice(name="xavier_normal")
     bias_init: BiasInitChoice = BiasInitChoice(name="zeros")
@@ -115,8 +151,8 @@ class NetSpec(_Strict):
     @classmethod
     def _positive_width(cls, value: int | list[int]) -> int | list[int]:
         widths = value if isinstance(value, list) else [value]
-        if any(w < 1 for w in widths):
-            raise ValueError("width must be >= 1")
+        if any(w < 1 or w > limits.MAX_WIDTH for w in widths):
+            raise ValueError(f"width must be between 1 and {limits.MAX_WIDTH}")
         return value
 
     @model_validator(mode="after")
@@ -168,15 +204,15 @@ class DataSpec(_Strict):
     path: str | None = None
     labels_path: str | None = None  # idx: the labels file when ``path`` holds the images
     target: str | None = None  # csv: the label column (default: "target" if present, else last)
-    n_samples: int = Field(1000, ge=4)  # synthetic sets only
-    n_features: int = Field(16, ge=1)  # teacher, parity
-    n_classes: int = Field(2, ge=2)  # teacher, spirals
-    noise: float = Field(0.1, ge=0)  # spirals, circles
-    teacher_depth: int = Field(4, ge=1)
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    n_samples: Int = Field(1000, ge=4, le=limits.MAX_SAMPLES)  # synthetic sets only
+    n_features: Int = Field(16, ge=1, le=limits.MAX_FEATURES)  # teacher, parity
+    n_classes: Int = Field(2, ge=2, le=limits.MAX_CLASSES)  # teacher, spirals
+    noise: Float = Field(0.1, ge=0, le=1e6)  # spirals, circles
+    teacher_depth: Int = Field(4, ge=1, le=limits.MAX_DEPTH)
+    test_fraction: Float = Field(0.2, ge=0.0, lt=1.0)
     standardize: bool = True
-    max_samples: int | None = Field(None, ge=4)
-    seed: int = 0
+    max_samples: Int | None = Field(None, ge=4, le=limits.MAX_SAMPLES)
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _files_need_path(self) -> DataSpec:
@@ -189,18 +225,18 @@ class TrainSpec(_Strict):
     """Gradient-descent settings. ``sgd`` is plain gradient descent ``theta -= lr * grad``."""
 
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    steps: int = Field(200, ge=0)
-    batch_size: int | None = Field(128, ge=1)  # None: full batch
+    lr: Float = Field(0.05, gt=0)
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    steps: Int = Field(200, ge=0, le=limits.MAX_STEPS)
+    batch_size: Int | None = Field(128, ge=1, le=limits.MAX_SAMPLES)  # None: full batch
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
-    seed: int = 0
+    seed: Seed = 0
     device: Literal["cpu", "cuda", "auto"] = "cpu"
-    record_every: int = Field(10, ge=1)
-    eval_every: int = Field(25, ge=1)
-    loss_threshold: float | None = Field(None, gt=0)  # default: half the initial loss
-    stall_window: int = Field(50, ge=2)
-    stall_tolerance: float = Field(0.01, ge=0)  # relative improvement counted as progress
+    record_every: Int = Field(10, ge=1)
+    eval_every: Int = Field(25, ge=1)
+    loss_threshold: Float | None = Field(None, gt=0)  # default: half the initial loss
+    stall_window: Int = Field(50, ge=2)
+    stall_tolerance: Float = Field(0.01, ge=0)  # relative improvement counted as progress
 
 
 class ExperimentSpec(_Strict):
@@ -222,20 +258,35 @@ class ExperimentSpec(_Strict):
 
 def read_mapping(source: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON file into a dict (YAML with the safe loader)."""
+    if not isinstance(source, str | Path):
+        raise UsageError(f"a spec is a file path, a dict or a spec object, not "
+                         f"{type(source).__name__}")
     path = Path(source)
     if not path.is_file():
         raise UserError(f"spec file not found: {path}")
-    text = path.read_text()
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                        f"{first}") from None
+        if path.stat().st_size > limits.MAX_SPEC_BYTES:
+            raise UserError(f"{path}: a spec file may be at most {limits.MAX_SPEC_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (a spec is YAML or JSON)") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
+    if "\x00" in text:
+        raise UserError(f"{path}: not a text file (a spec is YAML or JSON)")
+    kind = "JSON" if path.suffix == ".json" else "YAML"
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: not valid {kind}: {first}") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid {kind}: nested too deeply") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: the spec must be a mapping, got {type(data).__name__}")
+    limits.check_nodes(data, str(path))
     return data
 
 
@@ -248,9 +299,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise UserError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = yaml_load(raw) if raw.strip() else ""
+    except (yaml.YAMLError, RecursionError):
         value = raw
+    limits.check_nodes(value, f"override {key}")
     return key, value
 
 
@@ -277,10 +329,25 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
     """Return a copy of ``data`` with dotted-path overrides applied."""
     data = copy.deepcopy(data)
-    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
-    for key, value in items:
+    for key, value in override_items(overrides):
         set_dotted(data, key, value)
     return data
+
+
+def override_items(overrides: Any) -> list[tuple[str, Any]]:
+    """``(key, value)`` pairs from a dict or a list of ``"key=value"`` strings."""
+    if isinstance(overrides, dict):
+        if not all(isinstance(k, str) for k in overrides):
+            raise UsageError("overrides: the keys of a dict must be dotted paths (strings)")
+        return list(overrides.items())
+    if isinstance(overrides, str | bytes) or not isinstance(overrides, list | tuple):
+        raise UsageError(
+            f"overrides must be a list of 'key.path=value' strings or a dict, not "
+            f"{type(overrides).__name__} (e.g. overrides=[\"net.depth=4\"])"
+        )
+    if not all(isinstance(o, str) for o in overrides):
+        raise UsageError("overrides: each item must be a 'key.path=value' string")
+    return [parse_override(o) for o in overrides]
 
 
 def format_validation_error(exc: ValidationError) -> str:
@@ -328,10 +395,11 @@ def load_spec(
     if isinstance(source, ExperimentSpec):
         data = source.to_dict()
     elif isinstance(source, dict):
+        limits.check_nodes(source, "spec")
         data = copy.deepcopy(source)
     else:
         data = read_mapping(source)
-    if overrides:
+    if overrides is not None:
         data = apply_overrides(data, overrides)
     return validate_spec(data, ExperimentSpec)
 

@@ -24,19 +24,21 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from gradprobe.errors import UserError
+from gradprobe.errors import UsageError, UserError
 from gradprobe.record import COLUMNS
 
 DEFAULT_STORE = Path("runs") / "gradprobe.sqlite"
@@ -73,6 +75,12 @@ CREATE TABLE IF NOT EXISTS metrics (
     value REAL
 );
 CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id, quantity);
+CREATE TABLE IF NOT EXISTS sweep_claims (
+    sweep TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_at REAL NOT NULL
+);
 """
 
 MetricRow = tuple[int, str, int, str, float]
@@ -101,25 +109,62 @@ def _clean(value: Any) -> Any:
     return value
 
 
-class Store:
-    """A SQLite run store. Opens (and creates) the file at ``path``."""
+def open_store(store: Any, create: bool = True) -> Store:
+    """``store`` as a :class:`Store`: one given, or opened from a path (None: the default)."""
+    if isinstance(store, Store):
+        return store
+    if store is not None and not isinstance(store, str | Path):
+        raise UsageError(f"store must be a path, a Store or None, not {type(store).__name__}")
+    return Store(store, create=create)
 
-    def __init__(self, path: str | Path | None = None) -> None:
+
+@contextlib.contextmanager
+def _sqlite_errors(path: Path, doing: str) -> Iterator[None]:
+    """sqlite3 errors (read-only file, full disk, corrupt file) as one-line UserErrors."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise UserError(f"{path}: cannot {doing} the run store ({exc})") from None
+
+
+class Store:
+    """A SQLite run store. Opens the file at ``path``, creating it unless ``create=False``."""
+
+    def __init__(self, path: str | Path | None = None, create: bool = True) -> None:
+        if path is not None and not isinstance(path, str | Path):
+            raise UsageError(f"store must be a path or None, not {type(path).__name__}")
         self.path = Path(path) if path is not None else default_store_path()
-        if str(self.path) != ":memory:":
+        memory = str(self.path) == ":memory:"
+        if not memory and self.path.is_dir():
+            raise UserError(f"{self.path} is a directory; the store is a file (e.g. "
+                            f"{self.path / 'gradprobe.sqlite'})")
+        if not memory and not create and not self.path.is_file():
+            raise UserError(f"no run store at {self.path} (runs create one: gradprobe run SPEC)")
+        if not memory and create:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise UserError(f"cannot create the store directory {self.path.parent}: "
                                 f"{exc.strerror}") from None
+        writable = memory or os.access(self.path if self.path.exists() else self.path.parent,
+                                       os.W_OK)
+        if create and not writable:
+            raise UserError(f"{self.path}: the run store is not writable (check its permissions "
+                            "or pick another with --store)")
         try:
-            self._db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+            if writable:
+                self._db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+            else:
+                uri = f"file:{self.path.absolute()}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
             self._db.execute("PRAGMA foreign_keys = ON")
-            if str(self.path) != ":memory:":
+            if not memory and writable:
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
+            if writable:
+                self._db.executescript(_SCHEMA)
+            self._db.execute("SELECT id FROM runs LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
             raise UserError(f"{self.path}: not a gradprobe store ({exc})") from None
 
     def close(self) -> None:
@@ -143,13 +188,20 @@ class Store:
     ) -> str:
         """Register a run as ``running`` and return its id."""
         run_id = uuid.uuid4().hex[:12]
+        with _sqlite_errors(self.path, "write to"):
+            self._insert_running(run_id, name, spec, sweep, config_key)
+        return run_id
+
+    def _insert_running(
+        self, run_id: str, name: str, spec: dict[str, Any], sweep: str | None,
+        config_key: str | None,
+    ) -> None:
         self._db.execute(
             "INSERT INTO runs (id, name, sweep, config_key, spec_json, status, created_at, "
             "versions_json) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
             (run_id, name, sweep, config_key, json.dumps(spec), time.time(),
              json.dumps(library_versions())),
         )
-        return run_id
 
     def finish_run(
         self,
@@ -164,7 +216,7 @@ class Store:
             raise ValueError(f"status must be one of {RUN_STATUSES}")
         summary = summary or {}
         rows = _metric_rows(metrics)
-        with _transaction(self._db):
+        with _sqlite_errors(self.path, "write to"), _transaction(self._db):
             created = self._db.execute(
                 "SELECT created_at FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
@@ -206,7 +258,7 @@ class Store:
         summary = summary or {}
         rows = _metric_rows(metrics)
         now = time.time()
-        with _transaction(self._db):
+        with _sqlite_errors(self.path, "write to"), _transaction(self._db):
             if sweep is not None and config_key is not None:
                 found = self._db.execute(
                     "SELECT id FROM runs WHERE sweep = ? AND config_key = ?", (sweep, config_key)
@@ -233,10 +285,11 @@ class Store:
 
     def mark(self, run_id: str, status: str, error: str | None = None) -> None:
         """Set a run's status (e.g. ``interrupted``) without touching its metrics."""
-        self._db.execute(
-            "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
-            (status, error, time.time(), run_id),
-        )
+        with contextlib.suppress(sqlite3.Error):  # best effort while another error unwinds
+            self._db.execute(
+                "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+                (status, error, time.time(), run_id),
+            )
 
     # -- reading -------------------------------------------------------------------------
 
@@ -257,8 +310,12 @@ class Store:
 
     def resolve(self, run: str) -> str:
         """A full run id from an id, a unique id prefix, or a run name (latest wins)."""
+        if not isinstance(run, str) or not run.strip():
+            raise UserError("give a run id, a unique id prefix or a run name (see 'gradprobe "
+                            "runs')")
+        pattern = run.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         rows = self._db.execute(
-            "SELECT id FROM runs WHERE id LIKE ? ORDER BY created_at", (run + "%",)
+            "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY created_at", (pattern,)
         ).fetchall()
         if len(rows) == 1:
             return rows[0][0]
@@ -277,9 +334,12 @@ class Store:
         cur = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,))
         names = [d[0] for d in cur.description]
         row = dict(zip(names, cur.fetchone(), strict=True))
-        row["spec"] = json.loads(row.pop("spec_json"))
-        row["summary"] = json.loads(row.pop("summary_json") or "{}")
-        row["versions"] = json.loads(row.pop("versions_json") or "{}")
+        try:
+            row["spec"] = json.loads(row.pop("spec_json"))
+            row["summary"] = json.loads(row.pop("summary_json") or "{}")
+            row["versions"] = json.loads(row.pop("versions_json") or "{}")
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{self.path}: run {run_id} is corrupt ({exc})") from None
         return row
 
     def metrics(
@@ -306,6 +366,47 @@ class Store:
             (sweep,),
         ).fetchall()
         return {r[0] for r in rows}
+
+
+    def claim_sweep(self, sweep: str) -> None:
+        """Mark ``sweep`` as running in this process; refuse if a live process holds it.
+
+        A claim left by a process that no longer runs on this host (``kill -9``) is taken
+        over; one held on another host is respected.
+        """
+        host, pid = socket.gethostname(), os.getpid()
+        with _sqlite_errors(self.path, "write to"), _transaction(self._db):
+            held = self._db.execute(
+                "SELECT host, pid FROM sweep_claims WHERE sweep = ?", (sweep,)
+            ).fetchone()
+            if held is not None and (held[0], held[1]) != (host, pid) and _alive(*held):
+                raise UserError(
+                    f"sweep {sweep!r} is already running in {self.path} (process {held[1]} on "
+                    f"{held[0]}): wait for it, then use --resume, or give this sweep a new name"
+                )
+            self._db.execute(
+                "INSERT OR REPLACE INTO sweep_claims (sweep, host, pid, started_at) "
+                "VALUES (?, ?, ?, ?)", (sweep, host, pid, time.time()),
+            )
+
+    def release_sweep(self, sweep: str) -> None:
+        """Drop this process's claim on ``sweep``."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("DELETE FROM sweep_claims WHERE sweep = ? AND host = ? AND pid = ?",
+                             (sweep, socket.gethostname(), os.getpid()))
+
+
+def _alive(host: str, pid: int) -> bool:
+    """Whether ``pid`` runs (always assumed for another host)."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _transaction:

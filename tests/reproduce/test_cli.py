@@ -66,8 +66,9 @@ def test_table_report_and_saved_record(monkeypatch, tmp_path):
 
 
 def test_demo_step_runs_quick_entries_and_stores_them(tmp_path, monkeypatch):
-    from gradprobe.app.demo import classics_chapter
     from rich.console import Console
+
+    from gradprobe.app.demo import classics_chapter
 
     console = Console(record=True, width=120)
     reps = runner.run_quick_classics(tmp_path, console, names=["hanin2018"])

@@ -10,9 +10,9 @@ import torch
 
 import gradprobe as gp
 from gradprobe.errors import UserError
+from gradprobe.measure import compare_model as compare
 from gradprobe.nets.plain import build
 from gradprobe.spec import NetSpec
-from gradprobe.measure import compare_model as compare
 from gradprobe.theory.batchnorm import bn_gradient_growth, bn_growth
 
 

@@ -1,7 +1,9 @@
 """The ``gradprobe`` command line: thin commands over the library.
 
-Every command delegates to the Python API; bad input (a spec error, a missing file, an
-unknown run) prints one line and exits with code 2, never a traceback.
+Every command delegates to the Python API. Anything the user can fix (a spec error, a
+missing or unwritable file, a corrupt store, an unknown run) prints one line and exits with
+code 2; an internal error prints one line and exits with code 1, and ``--debug`` shows its
+traceback (:mod:`gradprobe.cli.errors`).
 """
 
 from __future__ import annotations
@@ -12,25 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from gradprobe.cli.console import console, err_console
+from gradprobe.cli.errors import guarded
 from gradprobe.errors import UserError
 
 
 class _Group(TyperGroup):
-    """Turns :class:`UserError` anywhere below into one line on stderr and exit code 2."""
+    """Turns errors anywhere below into one line on stderr (see :func:`guarded`)."""
 
     def invoke(self, ctx: typer.Context) -> Any:
-        try:
+        with guarded(debug=bool(ctx.params.get("debug"))):
             return super().invoke(ctx)
-        except UserError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except FileNotFoundError as exc:
-            err_console.print(f"[bold red]error:[/] file not found: {exc.filename}",
-                              highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
 
 
 app = typer.Typer(
@@ -41,6 +38,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of internal errors."),
+) -> None:
+    """See, measure, predict and fix gradient vanishing in deep networks."""
+
 
 StoreOption = typer.Option(
     None, "--store", help="SQLite run store (default: $GRADPROBE_STORE or runs/gradprobe.sqlite)."
@@ -64,9 +68,10 @@ def run_command(
     if quiet:
         console.print(result.run_id)
         return
+    label = escape(result.spec.net.describe())
     console.print(run_table([result.summary | {"run_id": result.run_id, "status": result.status,
-                                                "name": result.spec.net.describe()}]))
-    console.print(layer_table(result.frame(), title=result.spec.net.describe()))
+                                                "name": label}]))
+    console.print(layer_table(plain_cells(result.frame()), title=label))
 
 
 @app.command("runs")
@@ -78,12 +83,12 @@ def runs_command(
     from gradprobe.report.tables import runs_listing
     from gradprobe.store import Store
 
-    with Store(store) as db:
+    with Store(store, create=False) as db:
         frame = db.runs(sweep=sweep)
     if frame.empty:
         console.print("no runs yet (start one with 'gradprobe run SPEC')")
         return
-    console.print(runs_listing(frame))
+    console.print(runs_listing(plain_cells(frame)))
 
 
 @app.command("show")
@@ -96,15 +101,16 @@ def show_command(
     from gradprobe.spec import load_spec
     from gradprobe.store import Store
 
-    with Store(store) as db:
+    with Store(store, create=False) as db:
         row = db.run(run)
         frame = db.metrics(row["id"])
     spec = load_spec(row["spec"])
-    console.print(f"[bold]{row['id']}[/]  {row['name']}  ({spec.net.describe()}, "
-                  f"data {spec.data.name})")
+    label = escape(spec.net.describe())
+    console.print(f"[bold]{escape(row['id'])}[/]  {escape(row['name'])}  ({label}, "
+                  f"data {spec.data.name})", highlight=False)
     console.print(run_table([row["summary"] | {"run_id": row["id"], "status": row["status"],
-                                               "name": spec.net.describe()}]))
-    console.print(layer_table(frame, title=spec.net.describe()))
+                                               "name": label}]))
+    console.print(layer_table(plain_cells(frame), title=label))
 
 
 @app.command("export")
@@ -119,7 +125,7 @@ def export_command(
 
     if format not in ("csv", "json", "parquet"):
         raise UserError(f"--format: unknown format {format!r} (allowed: csv, json, parquet)")
-    with Store(store) as db:
+    with Store(store, create=False) as db:
         row = db.run(run)
         frame = db.metrics(row["id"])
     if format == "parquet":
@@ -142,7 +148,7 @@ def export_command(
         else:
             output.write_text(text)
     if output is not None:
-        err_console.print(f"wrote {output}")
+        err_console.print(f"wrote {escape(str(output))}", highlight=False, soft_wrap=True)
 
 
 @app.command("demo")
@@ -155,6 +161,19 @@ def demo_command(
     from gradprobe.app.demo import run_demo
 
     run_demo(store=store, out=out, quick=quick, console=console)
+
+
+_TEXT_COLUMNS = ("id", "name", "sweep", "status", "layer", "quantity", "config_key", "error")
+
+
+def plain_cells(frame: Any) -> Any:
+    """A copy of ``frame`` safe for Rich tables: text escaped, missing text as ``""``."""
+    frame = frame.copy()
+    for col in frame.columns:
+        if col in _TEXT_COLUMNS or frame[col].dtype == object:
+            frame[col] = [escape(v) if isinstance(v, str) else ("" if v is None or v != v else v)
+                          for v in frame[col]]
+    return frame
 
 
 def _register_subcommands() -> None:

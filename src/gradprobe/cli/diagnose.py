@@ -8,10 +8,23 @@ turned into one line by the CLI's root group).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 import typer
+
+
+def check_options(steps: int, budget: int, lr: float | None) -> None:
+    """Refuse step counts over the cap and learning rates that are not finite and > 0."""
+    from gradprobe.errors import UserError
+    from gradprobe.limits import MAX_STEPS
+
+    for flag, value in (("--steps", steps), ("--budget", budget)):
+        if value > MAX_STEPS:
+            raise UserError(f"{flag} must be at most {MAX_STEPS}, not {value}")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"--lr must be a finite number > 0, not {lr}")
 
 
 def diagnose_command(
@@ -42,6 +55,7 @@ def diagnose_command(
 
     if as_json and markdown:
         raise UserError("--json and --markdown: choose one")
+    check_options(steps=steps, budget=budget, lr=lr)
     model, label = load_model(target, checkpoint, arch, seed)
     rate = DEFAULT_LR if lr is None else lr
     diag = run_diagnose(model, data, steps=steps, lr=rate, seed=seed, name=label)

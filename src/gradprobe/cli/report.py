@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 
@@ -40,9 +41,10 @@ def report_command(
     paths = make_report(store, runs=runs or [], sweep=sweep, all_runs=all_runs, output=output,
                         fmt=format, title=title)
     if format == "html":
-        console.print(f"report written to {paths[0]}", highlight=False, soft_wrap=True)
+        console.print(f"report written to {escape(str(paths[0]))}", highlight=False, soft_wrap=True)
     else:
-        console.print(f"{len(paths)} figures written to {paths[0].parent}", highlight=False,
+        folder = escape(str(paths[0].parent))
+        console.print(f"{len(paths)} figures written to {folder}", highlight=False,
                       soft_wrap=True)
         for path in paths:
-            console.print(f"  {path}", highlight=False, soft_wrap=True)
+            console.print(f"  {escape(str(path))}", highlight=False, soft_wrap=True)

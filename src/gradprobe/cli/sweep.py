@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gradprobe.errors import UserError
@@ -67,9 +68,10 @@ def sweep_command(
         )
         raise typer.Exit(130) from None
     if quiet:
-        console.print(f"{frame.attrs.get('plan', '')}; {len(frame)} runs in the store")
+        console.print(f"{frame.attrs.get('plan', '')}; {len(frame)} runs in the store",
+                      highlight=False)
         return
-    console.print(f"[bold]{spec.stem}[/]: {frame.attrs.get('plan', '')}"
+    console.print(f"[bold]{escape(spec.stem)}[/]: {frame.attrs.get('plan', '')}"
                   + (f"; {frame.attrs['resumed']} already stored" if frame.attrs.get("resumed")
                      else ""))
     console.print(results_table(frame))
@@ -81,7 +83,7 @@ def results_table(frame: pd.DataFrame, max_rows: int = MAX_ROWS) -> Table:
     """A rich table of a sweep's results (at most ``max_rows`` rows)."""
     table = Table(show_edge=False, header_style="bold")
     for col in frame.columns:
-        table.add_column(col, justify="right" if col.startswith("final") else "left")
+        table.add_column(escape(str(col)), justify="right" if col.startswith("final") else "left")
     for row in frame.head(max_rows).itertuples(index=False):
         table.add_row(*(_cell(v) for v in row))
     if len(frame) > max_rows:
@@ -92,4 +94,4 @@ def results_table(frame: pd.DataFrame, max_rows: int = MAX_ROWS) -> Table:
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
+    return escape("" if value is None else str(value))

@@ -12,6 +12,7 @@ Bad input raises :class:`gradprobe.errors.UserError` (one line; exit code 2).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from gradprobe.errors import UserError
+from gradprobe.limits import MAX_THEORY_DEPTH
 
 
 class _TheoryGroup(TyperGroup):
@@ -28,7 +30,7 @@ class _TheoryGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
             raise typer.Exit(2) from None
 
 
@@ -61,9 +63,25 @@ def _range(text: str, name: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise UserError(f"{name} must look like LOW,HIGH (e.g. 0.05,4), not {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise UserError(f"{name} must be finite numbers, not {text!r}")
     if not lo < hi:
         raise UserError(f"{name}: LOW must be below HIGH, got {text!r}")
     return lo, hi
+
+
+def checked_params(activation: str, items: list[str]) -> dict[str, float]:
+    """:func:`parse_params`, then the same type and range checks as an experiment spec's."""
+    from gradprobe.nets.activations import activation_names
+    from gradprobe.spec_params import check_params
+
+    params = parse_params(items)
+    if activation not in activation_names():
+        return params  # predict names the unknown activation
+    try:
+        return check_params("activation", activation, params)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 @theory_app.callback()
@@ -101,7 +119,10 @@ def theory(
             f"gradprobe theory needs {', '.join(missing)} (activations: "
             f"{', '.join(activation_names())}); or the sub-command 'phase'"
         )
-    pred = predict(activation, sigma_w2, sigma_b2, depth=depth, q0=q0, params=parse_params(param))
+    if depth is not None and not 1 <= depth <= MAX_THEORY_DEPTH:
+        raise UserError(f"--depth must be between 1 and {MAX_THEORY_DEPTH}, not {depth}")
+    pred = predict(activation, sigma_w2, sigma_b2, depth=depth, q0=q0,
+                   params=checked_params(activation, param))
     if as_json:
         typer.echo(json.dumps(pred.to_dict()))
         return
@@ -142,7 +163,7 @@ def phase(
         activation,
         np.linspace(w_lo, w_hi, n),
         np.linspace(b_lo, b_hi, n),
-        params=parse_params(param),
+        params=checked_params(activation, param),
         q0=q0,
     )
     import matplotlib

@@ -171,6 +171,12 @@ def check_model_runs(model: nn.Module, problem: Problem) -> None:
     ``(n, *in_shape)``, the problem's inputs are reshaped and a note says so; if neither
     works, the model's own error is reported as a :class:`UserError`.
     """
+    params = list(model.parameters())
+    if not any(p.requires_grad for p in params):
+        why = "all its parameters are frozen (requires_grad=False)" if params else (
+            "it has no parameters")
+        raise UserError(f"the model has nothing to train or measure: {why}; unfreeze the "
+                        "layers to diagnose (model.requires_grad_(True))")
     first = _try_forward(model, problem.x[:2])
     if first is None:
         return
@@ -198,6 +204,8 @@ def _try_forward(model: nn.Module, x: torch.Tensor) -> str | None:
         model.eval()  # no batch-norm statistics are touched
         with torch.no_grad():
             model(x.to(model_device(model)))
+    except SystemExit as exc:
+        return f"it called sys.exit({exc.code!r})"
     except Exception as exc:  # the model is user code: any failure is reported, not raised
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return f"{type(exc).__name__}: {first}"

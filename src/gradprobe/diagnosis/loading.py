@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from gradprobe.errors import UserError
+from gradprobe.limits import MAX_SEED
 
 _STATE_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -64,9 +65,9 @@ def load_factory(text: str, seed: int = 0) -> nn.Module:
     sys.path.insert(0, str(path.parent.resolve()))  # so the file can import its neighbours
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # the user's code: any failure is their input's problem
+    except (Exception, SystemExit) as exc:  # the user's code: any failure is their problem
         sys.modules.pop(module_name, None)
-        raise UserError(f"{path}: importing it failed: {type(exc).__name__}: {exc}") from None
+        raise UserError(f"{path}: importing it failed: {_failure(exc)}") from None
     finally:
         sys.path.remove(str(path.parent.resolve()))
     factory = getattr(module, name, None)
@@ -79,11 +80,19 @@ def load_factory(text: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     try:
         model = factory()
-    except Exception as exc:
-        raise UserError(f"{path}:{name}() failed: {type(exc).__name__}: {exc}") from None
+    except (Exception, SystemExit) as exc:
+        raise UserError(f"{path}:{name}() failed: {_failure(exc)}") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"{path}:{name}() returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _failure(exc: BaseException) -> str:
+    """One line for an exception raised by user code (``sys.exit`` included)."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -149,6 +158,8 @@ def load_model(
             f"{target}: a checkpoint alone cannot be diagnosed; give its architecture with "
             "--arch file.py:factory (a state_dict or TorchScript file is then loaded into it)"
         )
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed must be an integer between 0 and {MAX_SEED}, not {seed!r}")
     model = load_factory(factory_text, seed)
     label = factory_text.rsplit(":", 1)[1]
     if checkpoint is not None:

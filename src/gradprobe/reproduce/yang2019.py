@@ -47,9 +47,9 @@ def simulated_growth(act: str, batch: int, width: int, seeds: int) -> tuple[floa
     Example:
         >>> g, se = simulated_growth("relu", 32, 256, 1)              # doctest: +SKIP
     """
+    from gradprobe.measure import compare_model as compare
     from gradprobe.nets.plain import build
     from gradprobe.spec import NetSpec
-    from gradprobe.measure import compare_model as compare
 
     vals: list[float] = []
     for seed in range(seeds):

@@ -44,7 +44,9 @@ class SweepProgress:
             self._task = self._bar.add_task(self._label(), total=max(total_steps, 1))
 
     def _label(self) -> str:
-        return f"sweep {self.name}  runs {self.done_runs}/{self.total_runs}"
+        from rich.markup import escape
+
+        return f"sweep {escape(self.name)}  runs {self.done_runs}/{self.total_runs}"
 
     def advance(self, member_steps: int) -> None:
         """Training moved on by ``member_steps``."""

@@ -25,8 +25,9 @@ from typing import Any
 import pandas as pd
 
 from gradprobe.errors import UserError
-from gradprobe.store import Store
+from gradprobe.store import Store, open_store
 from gradprobe.sweeps.backends import make_backend
+from gradprobe.sweeps.checks import check_configs, check_unchanged
 from gradprobe.sweeps.grid import Config, display_value, expand
 from gradprobe.sweeps.plan import Outcome, Task, describe_plan, plan
 from gradprobe.sweeps.progress import SweepProgress
@@ -70,10 +71,16 @@ def sweep(
     spec = load_sweep_spec(spec_or_path, overrides)
     configs = expand(spec)
     owned = not isinstance(store, Store)
-    db = store if isinstance(store, Store) else Store(store)
+    db = open_store(store)
+    claimed = False
     try:
+        db.claim_sweep(spec.name)
+        claimed = True
         done = _completed(db, spec.name, resume)
+        if resume:
+            check_unchanged(db.runs(sweep=spec.name), configs, spec.name)
         todo = [c for c in configs if c.key not in done]
+        check_configs(todo)
         tasks = plan(todo, spec.group_size, spec.engine, spec.probe)
         if ray_temp_dir is None and backend == "ray":
             ray_temp_dir = _run_dir(db) / "ray"
@@ -97,6 +104,8 @@ def sweep(
         frame.attrs["resumed"] = len(done)
         return frame
     finally:
+        if claimed:
+            db.release_sweep(spec.name)
         if owned:
             db.close()
 

@@ -37,11 +37,12 @@ from pydantic import (
     model_validator,
 )
 
-from gradprobe.errors import UserError
+from gradprobe import limits
+from gradprobe.errors import UsageError, UserError
 from gradprobe.spec import (
     apply_overrides,
     format_validation_error,
-    parse_override,
+    override_items,
     read_mapping,
 )
 
@@ -90,6 +91,9 @@ class SweepSpec(BaseModel):
                 if key in seen:
                     raise ValueError(f"{key!r} is swept twice (grid and zip may not share keys)")
                 seen.add(key)
+        if self.size() > limits.MAX_CONFIGS:
+            raise ValueError(f"the sweep expands to {self.size():.3g} configurations, more than "
+                             f"the {limits.MAX_CONFIGS} allowed: split it into several sweeps")
         return self
 
     def zip_groups(self) -> list[dict[str, list[Any]]]:
@@ -134,10 +138,14 @@ def load_sweep_spec(
     if isinstance(source, SweepSpec):
         data = source.model_dump()
     elif isinstance(source, dict):
+        limits.check_nodes(source, "sweep spec")
         data = copy.deepcopy(source)
-    else:
+    elif isinstance(source, str | Path):
         data = read_mapping(source)
-    if overrides:
+    else:
+        raise UsageError(f"a sweep spec is a file path, a dict or a SweepSpec, not "
+                         f"{type(source).__name__}")
+    if overrides is not None:
         data = _apply_sweep_overrides(data, overrides)
     if "name" not in data and not isinstance(source, dict | SweepSpec):
         data["name"] = Path(source).stem
@@ -148,9 +156,8 @@ def _apply_sweep_overrides(
     data: dict[str, Any], overrides: list[str] | dict[str, Any]
 ) -> dict[str, Any]:
     """Dotted overrides; ``grid.<field path>`` / ``zip.<field path>`` name one swept field."""
-    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
     data = copy.deepcopy(data)
-    for key, value in items:
+    for key, value in override_items(overrides):
         head, _, rest = key.partition(".")
         if head in ("grid", "zip") and rest:
             axes = data.setdefault(head, {})
