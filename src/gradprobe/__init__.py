@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 # optional part failing to import never breaks the others.
 _LAZY = {
     "Probe": ("gradprobe.probe", "Probe"),
+    "Autopilot": ("gradprobe.autopilot.controller", "Autopilot"),
     "diagnose": ("gradprobe.diagnosis", "diagnose"),
     "repair": ("gradprobe.diagnosis", "repair"),
     "sweep": ("gradprobe.sweeps", "sweep"),
