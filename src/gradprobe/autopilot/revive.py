@@ -21,7 +21,7 @@ Example:
     >>> with torch.no_grad():
     ...     model[0].bias[0] = -100.0  # unit 0 is dead on any normal input
     >>> x = torch.randn(32, 3)
-    >>> watch = UnitWatch(trace_layers(model, x), AutopilotOptions())
+    >>> watch = UnitWatch(trace_layers(model, x), AutopilotOptions(revive_shift=1.0))
     >>> watch.arm(); _ = model(x)
     >>> [(slot.name, n) for slot, n in watch.revive()]
     [('0', 1)]
