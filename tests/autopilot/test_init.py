@@ -41,8 +41,9 @@ def test_centered_init_centres_and_scales_every_layer(act):
     model = _mlp(act)
     x = torch.randn(256, 5) * 4 + 2
     data_dependent_init(model, x, method="centered")
-    for z, slot in zip(_pre_activations(model, x), trace_layers(model, x), strict=True):
-        want = target_std(slot.act)
+    slots = trace_layers(model, x)
+    for z, slot, prev in zip(_pre_activations(model, x), slots, [None, *slots], strict=False):
+        want = target_std(slot.act, prev.act if prev else None)
         assert z.mean(0).abs().max() < 1e-4 * want
         assert z.std(unbiased=False).item() == pytest.approx(want, rel=1e-4)
 
@@ -76,7 +77,8 @@ def test_target_std_is_the_quarter_range_over_the_top_slope():
     assert target_std(nn.Tanh()) == pytest.approx(GAIN * 0.5)
     assert target_std(nn.Sigmoid()) == pytest.approx(GAIN * 1.0)
     assert target_std(nn.Hardtanh(-2.0, 2.0)) == pytest.approx(GAIN * 1.0)
-    assert target_std(nn.ReLU()) == 1.0 and target_std(None) == 1.0
+    assert target_std(nn.ReLU()) == 1.0
+    assert target_std(None, nn.Tanh()) == GAIN and target_std(None, nn.ReLU()) == 1.0
 
 
 def test_init_keeps_module_types_parameter_count_and_batchnorm_statistics():

@@ -10,7 +10,9 @@ demo's digits nets: half the range (``GAIN = 1``) trained the 30-layer nets as w
 (sigmoid 0.944, tanh 0.958 test accuracy) but the 50-layer sigmoid net only to 0.72-0.76;
 ``GAIN = 1.25`` gave 0.933, 0.953 and 0.855; twice the range or half of it (tanh at 1 or 2,
 sigmoid at 0.5 or 2) trained worse. Non-saturating activations (ReLU, ELU, SELU, GELU, ...)
-get 1.
+get 1. The output layer follows the layers before it: ``GAIN`` after a saturating
+activation (at 1 instead, the 30- and 50-layer sigmoid nets reached 0.886 and 0.813 only),
+1 otherwise (at 1.25 the 30-layer ReLU-Xavier net did not train).
 
 Example:
     >>> from torch import nn
@@ -37,10 +39,14 @@ def saturates(act: nn.Module | None) -> bool:
     return bool(handler is not None and handler.max_dphi(act))
 
 
-def target_std(act: nn.Module | None) -> float:
-    """Standard deviation autopilot's init gives the pre-activations feeding ``act``."""
+def target_std(act: nn.Module | None, before: nn.Module | None = None) -> float:
+    """Standard deviation autopilot's init gives the pre-activations feeding ``act``.
+
+    A layer that feeds no activation (the output layer) gets ``GAIN`` after a saturating
+    activation ``before`` and 1 otherwise: the rule of the layers before it.
+    """
     if act is None:
-        return 1.0
+        return GAIN if saturates(before) else 1.0
     handler = H.activation_handler(act)
     top = None if handler is None else handler.max_dphi(act)
     if not top:
@@ -48,6 +54,4 @@ def target_std(act: nn.Module | None) -> float:
     with torch.no_grad():
         ends = act.forward(torch.tensor([-_FAR, _FAR]))
     spread = float(ends[1] - ends[0])
-    if not spread > 0:
-        return 1.0
-    return round(GAIN * spread / (4 * top), 6)
+    return round(GAIN * spread / (4 * top), 6) if spread > 0 else GAIN
