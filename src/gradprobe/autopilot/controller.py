@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 import torch
@@ -66,11 +67,12 @@ class Autopilot(Callback):
         self._init_done = False
         self._weights: list[torch.Tensor] = []
         self._params: list[list[torch.Tensor]] = []  # per layer: weight (and bias)
-        self._lr: torch.Tensor | None = None  # (L,) the optimizer's lr of each layer
-        self._w_norm: torch.Tensor | None = None  # (L,) refreshed at each check
-        self._scale: torch.Tensor | None = None  # (L,) trust-ratio multipliers
-        self._clipped: torch.Tensor | None = None  # (L,) clipped steps since the check
+        self._lr: list[float] = []  # per layer: the optimizer's lr
+        self._w_norm: list[float] = []  # per layer, refreshed at each check
+        self._scale: list[float] = []  # per layer: the trust-ratio multiplier
+        self._clipped: list[int] = []  # per layer: clipped steps since the last check
         self._since = 0
+        self._last_raised: list[str] = []
         self.notes: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ loop hooks
@@ -88,11 +90,13 @@ class Autopilot(Callback):
     def after_backward(self, loop: Loop, step: int, loss: float) -> None:
         if not self._init_done:
             self._late_init(loop)
-        if not self._weights:
+        grads = self._grads() if self._weights else None
+        if grads is None:
             return
+        g_norm = _norms(grads)
         if step % self.options.every == 0:
-            self._check(loop, step)
-        self._scale_and_clip()
+            self._check(loop, step, g_norm)
+        self._scale_and_clip(g_norm)
 
     def on_end(self, loop: Loop) -> None:
         if self.watch is not None:
@@ -147,37 +151,30 @@ class Autopilot(Callback):
         self._weights = [s.weight for s in slots]
         self._params = [[p for p in (s.weight, s.bias) if p is not None and p.requires_grad]
                         for s in slots]
-        dev = self._weights[0].device if slots else torch.device("cpu")
-        self._lr = torch.tensor([float(lr_of[id(w)]) for w in self._weights], device=dev,
-                                dtype=torch.float64)
-        self._scale = torch.ones(len(slots), dtype=torch.float64, device=dev)
-        self._clipped = torch.zeros(len(slots), dtype=torch.float64, device=dev)
+        self._lr = [float(lr_of[id(w)]) for w in self._weights]
+        self._scale = [1.0] * len(slots)
+        self._clipped = [0] * len(slots)
         if self.options.revive and slots:
             self.watch = UnitWatch(slots, self.options)
 
     # ------------------------------------------------------------------ every check
 
-    def _check(self, loop: Loop, step: int) -> None:
+    def _check(self, loop: Loop, step: int, g_norm: list[float]) -> None:
         """Refresh weight norms, set the trust-ratio multipliers, revive stuck units."""
         opts = self.options
-        self._w_norm = torch.stack(torch._foreach_norm(self._weights)).double()
-        grads = self._grads()
-        if grads is None:
-            return
-        g_norm = torch.stack(torch._foreach_norm(grads)).double()
+        self._w_norm = _norms(self._weights)
         if opts.trust_ratio:
             self._trust_ratio(loop, step, g_norm)
         if opts.clip is not None:
-            frac = self._clipped / max(self._since, 1)
-            hit = [(s, float(f)) for s, f in zip(self.slots, frac.tolist(), strict=True)
-                   if f > 0]
+            since = max(self._since, 1)
+            hit = [(s, n / since) for s, n in zip(self.slots, self._clipped, strict=True) if n]
             for s, f in hit:
                 loop.record(step, s.name, s.depth, R.CLIP, f)
             if hit:
                 self._note(loop, step, "clip", [s.name for s, _ in hit],
                            f"adaptive clipping held the relative update at {opts.clip:g} "
                            f"per step on {len(hit)} layers")
-            self._clipped.zero_()
+            self._clipped = [0] * len(self.slots)
             self._since = 0
         if self.watch is not None and self.watch.armed:
             revived = self.watch.revive()
@@ -189,24 +186,23 @@ class Autopilot(Callback):
                            f"{total} dead or saturated units re-centred (bias moved to "
                            f"their batch mean x{opts.revive_shift:g})")
 
-    def _trust_ratio(self, loop: Loop, step: int, g_norm: torch.Tensor) -> None:
+    def _trust_ratio(self, loop: Loop, step: int, g_norm: list[float]) -> None:
         opts = self.options
-        rel = self._lr * g_norm / self._w_norm.clamp_min(1e-30)  # (L,) relative update
-        ok = torch.isfinite(rel)
-        if not bool(ok.any()):
+        rel = [lr * g / max(w, 1e-30)  # relative update of each layer
+               for lr, g, w in zip(self._lr, g_norm, self._w_norm, strict=True)]
+        finite = [r for r in rel if math.isfinite(r)]
+        if not finite:
             return
-        target = rel[ok].median()
-        scale = (target / rel.clamp_min(1e-30)).clamp(1.0, opts.max_lr_scale)
-        self._scale = torch.where(ok, scale, torch.ones_like(scale))
-        values = self._scale.tolist()
-        for s, v in zip(self.slots, values, strict=True):
+        target = statistics.median_low(finite)
+        self._scale = [min(max(target / max(r, 1e-30), 1.0), opts.max_lr_scale)
+                       if math.isfinite(r) else 1.0 for r in rel]
+        for s, v in zip(self.slots, self._scale, strict=True):
             loop.record(step, s.name, s.depth, R.LR_SCALE, v)
-        raised = [s.name for s, v in zip(self.slots, values, strict=True) if v > 1.5]
-        if raised and raised != getattr(self, "_last_raised", None):
+        raised = [s.name for s, v in zip(self.slots, self._scale, strict=True) if v > 1.5]
+        if raised and raised != self._last_raised:
             self._note(loop, step, "lr_scale", raised,
                        f"{len(raised)} layers' relative updates lagged the median "
-                       f"({float(target):.2e}); their steps raised up to "
-                       f"x{max(values):.3g}")
+                       f"({target:.2e}); their steps raised up to x{max(self._scale):.3g}")
         self._last_raised = raised
 
     # ------------------------------------------------------------------ every step
@@ -215,30 +211,26 @@ class Autopilot(Callback):
         grads = [w.grad for w in self._weights]
         return None if any(g is None for g in grads) else grads  # type: ignore[misc]
 
-    def _scale_and_clip(self) -> None:
-        grads = self._grads()
-        if grads is None or self._scale is None:
-            return
-        factor = self._scale
+    def _scale_and_clip(self, g_norm: list[float]) -> None:
+        """Multiply each layer's gradient by its trust-ratio scale, clipped (AGC)."""
         clip = self.options.clip
-        if clip is not None and self._w_norm is not None:
-            g_norm = torch.stack(torch._foreach_norm(grads)).double()
-            rel = self._lr * factor * g_norm / self._w_norm.clamp_min(1e-30)
-            cut = (clip / rel).clamp(max=1.0).nan_to_num(1.0, 1.0, 1.0)
-            self._clipped += cut < 1.0
-            factor = factor * cut
+        factors = list(self._scale)
+        if clip is not None and self._w_norm:
+            for i, (lr, g, w) in enumerate(zip(self._lr, g_norm, self._w_norm, strict=True)):
+                rel = lr * factors[i] * g / max(w, 1e-30)
+                if rel > clip:  # False for NaN: a NaN gradient is left to end the run
+                    factors[i] *= clip / rel
+                    self._clipped[i] += 1
         self._since += 1
-        values = factor.tolist()
-        if all(v == 1.0 for v in values):
-            return
         tensors, scalars = [], []
-        for ps, v in zip(self._params, values, strict=True):
+        for ps, v in zip(self._params, factors, strict=True):
             if v != 1.0:
                 for p in ps:
                     if p.grad is not None:
                         tensors.append(p.grad)
                         scalars.append(v)
-        torch._foreach_mul_(tensors, scalars)
+        if tensors:
+            torch._foreach_mul_(tensors, scalars)
 
     # ------------------------------------------------------------------ notes
 
@@ -253,6 +245,10 @@ class Autopilot(Callback):
     def summary(self) -> dict[str, Any]:
         """Counts of what autopilot did so far (for printing)."""
         return {"layers": len(self.slots), "notes": len(self.notes),
-                "max_lr_scale": float(self._scale.max()) if self._scale is not None
-                and len(self._scale) else math.nan}
+                "max_lr_scale": max(self._scale, default=math.nan)}
+
+
+def _norms(tensors: list[torch.Tensor]) -> list[float]:
+    """The 2-norm of each tensor: one fused kernel, one read back."""
+    return torch.stack(torch._foreach_norm(tensors)).tolist()
 

@@ -1,8 +1,8 @@
 """Dead and saturated units: found on a monitored step, re-centred with a bounded step.
 
 On a monitored step :class:`UnitWatch` hooks each activation's input ``z`` (only on that
-step's forward pass) and keeps, per unit, its batch mean, standard deviation and the
-fraction of samples on which phi'(z) is near zero: below ``SATURATION_THRESHOLD`` of
+step's forward pass) and measures, per unit, the fraction of samples (the first
+:data:`SAMPLES` of the batch) on which phi'(z) is near zero: below ``SATURATION_THRESHOLD`` of
 sup |phi'| for saturating activations (the probe's own rule), exactly zero for the others
 (a dead ReLU). A unit stuck on at least ``revive_fraction`` of the batch passes no
 gradient at all; the chain rule gives its incoming weights a zero gradient, so training
@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -42,6 +43,10 @@ from gradprobe.probe.quantities import SATURATION_THRESHOLD
 
 #: The most a corrective step shrinks a unit's incoming weights.
 MIN_SHRINK = 0.5
+#: Samples of the batch a check looks at: measuring every activation input costs several
+#: elementwise passes over all of them, which at 128 samples made a check cost a whole
+#: training step; 64 keep the check near a fifth of one.
+SAMPLES = 64
 
 
 class UnitWatch:
@@ -51,7 +56,10 @@ class UnitWatch:
         self.slots = [s for s in slots if s.act is not None and s.direct
                       and s.act_handler() is not None]
         self.options = options
-        self.stats: dict[int, tuple[torch.Tensor, ...]] = {}
+        self._handler = [(h, h.max_dphi(s.act)) for s in self.slots for h in [s.act_handler()]]
+        self._kind = [(id(h), repr(s.act)) for s, (h, _) in zip(self.slots, self._handler,
+                                                                 strict=True)]
+        self.inputs: dict[int, torch.Tensor] = {}  # slot index -> activation input
         self._hooks: list[Any] = []
 
     @property
@@ -61,7 +69,7 @@ class UnitWatch:
     def arm(self) -> None:
         """Measure on the next grad-enabled forward pass."""
         self.disarm()
-        self.stats = {}
+        self.inputs = {}
         for i, slot in enumerate(self.slots):
             self._hooks.append(slot.act.register_forward_pre_hook(self._hook(i)))
 
@@ -71,24 +79,46 @@ class UnitWatch:
         self._hooks = []
 
     def _hook(self, i: int) -> Any:
-        slot = self.slots[i]
-        handler = slot.act_handler()
-        top = handler.max_dphi(slot.act)
-
         def pre(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
-            if i in self.stats or not torch.is_grad_enabled() or not args:
+            if i in self.inputs or not torch.is_grad_enabled() or not args:
                 return
-            z = args[0].detach()
-            if not isinstance(z, torch.Tensor) or z.ndim < 2:
-                return
-            unit = z.ndim - 1 if slot.handler.unbatched_ndim == 1 else 1
-            dims = tuple(d for d in range(z.ndim) if d != unit)
-            d = handler.dphi(module, z).abs()
-            small = d < SATURATION_THRESHOLD * top if top else d == 0
-            self.stats[i] = (small.float().mean(dims), z.mean(dims),
-                             z.std(dims, unbiased=False) if z.numel() > 1 else z.abs())
+            z = args[0]
+            if isinstance(z, torch.Tensor) and z.ndim >= 2:
+                self.inputs[i] = z.detach()[:SAMPLES]  # (samples, ...): until revive()
 
         return pre
+
+    def _stuck(self) -> dict[int, torch.Tensor]:
+        """Per layer with any stuck unit: the mask of its stuck units.
+
+        The inputs of layers with the same activation (and the same number of rows) are
+        concatenated and measured in one pass: a handful of tensor operations per check,
+        whatever the depth.
+        """
+        groups: dict[tuple, list[tuple[int, torch.Tensor]]] = {}
+        for i, z in self.inputs.items():
+            unit = z.ndim - 1 if self.slots[i].handler.unbatched_ndim == 1 else 1
+            rows = z if z.ndim == 2 and unit == 1 else z.movedim(unit, -1).reshape(
+                -1, z.shape[unit])  # (samples, units)
+            groups.setdefault((self._kind[i], rows.shape[0]), []).append((i, rows))
+        out = {}
+        for members in groups.values():
+            act = self.slots[members[0][0]].act
+            handler, top = self._handler[members[0][0]]
+            z = torch.cat([r for _, r in members], dim=1)  # (samples, all units)
+            d = handler.dphi(act, z)
+            small = d.abs() < SATURATION_THRESHOLD * top if top else d == 0
+            if self.options.revive_fraction >= 1.0:
+                stuck = small.all(0)  # (all units,)
+            else:
+                stuck = small.sum(0) >= math.ceil(self.options.revive_fraction * len(z))
+            if not bool(stuck.any()):
+                continue
+            for (i, _), mask in zip(members, stuck.split([r.shape[1] for _, r in members]),
+                                    strict=True):
+                if bool(mask.any()):
+                    out[i] = mask
+        return out
 
     @torch.no_grad()
     def revive(self) -> list[tuple[LayerSlot, int]]:
@@ -96,12 +126,14 @@ class UnitWatch:
         self.disarm()
         out = []
         opts = self.options
-        for i, (frac, mean, std) in self.stats.items():
+        for i, stuck in self._stuck().items():
             slot = self.slots[i]
-            stuck = frac >= opts.revive_fraction  # (units,)
             bias = slot.bias
-            n = int(stuck.sum())
-            if n == 0 or bias is None or not bool(torch.isfinite(mean).all()):
+            z = self.inputs[i]
+            unit = z.ndim - 1 if slot.handler.unbatched_ndim == 1 else 1
+            dims = tuple(d for d in range(z.ndim) if d != unit)
+            mean, std = z.mean(dims), z.std(dims, unbiased=False)  # (units,)
+            if bias is None or not bool(torch.isfinite(mean).all()):
                 continue
             target = opts.target_std if opts.target_std is not None else \
                 targets.target_std(slot.act)
@@ -113,6 +145,6 @@ class UnitWatch:
             w = slot.weight
             w.mul_(shrink.to(w.dtype).reshape(-1, *([1] * (w.ndim - 1))))
             bias.copy_((shrink * (bias - shift)).to(bias.dtype))
-            out.append((slot, n))
-        self.stats = {}
+            out.append((slot, int(stuck.sum())))
+        self.inputs = {}
         return out
