@@ -12,9 +12,9 @@ on its own.
 * ``autopilot every=1``: a check on every step (the worst case).
 
 The loop's own evaluation is pushed past the end (``eval_every`` > steps) and the clock
-starts at step 5, so the ratio is of training steps. Prints the median over rounds of (time / plain time in the same
-round) and the ratio of each variant's fastest run to plain's fastest (the least disturbed
-by other work on a shared machine). Target: every=10 <= 1.05x.
+starts at step 5, so the ratio is of training steps. Prints the median over rounds of
+(time / plain time in the same round) and the ratio of each variant's fastest run to
+plain's fastest (the least disturbed by other work on a shared machine). Target: every=10 <= 1.05x.
 
 Usage:
     python benchmarks/autopilot_overhead.py [--rounds 7] [--steps 100] [--threads 1]
@@ -92,7 +92,8 @@ def main() -> None:
           f"{args.rounds} rounds, {args.threads} thread(s)")
     print("  variant                 median ratio   ratio of fastest runs")
     for name in names:
-        print(f"  {name:<22} {statistics.median(ratios[name]):>9.3f}x {best[name] / best['plain']:>14.3f}x")
+        fastest = best[name] / best["plain"]
+        print(f"  {name:<22} {statistics.median(ratios[name]):>9.3f}x {fastest:>14.3f}x")
     print(f"  init (512 samples, once): {init_s * 1e3:.1f} ms")
 
 
