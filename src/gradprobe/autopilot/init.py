@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from gradprobe.autopilot import targets
-from gradprobe.autopilot.layers import LayerSlot, preserved_buffers, trace_layers, unit_dims
+from gradprobe.autopilot.layers import LayerSlot, hooked_pass, trace_layers, unit_dims
 
 InitMethod = Literal["auto", "centered", "lsuv", "unitwise", "none"]
 
@@ -98,13 +98,7 @@ def data_dependent_init(
         changes.append(change)
         return module.forward(*args)  # the output with the new parameters, no hooks
 
-    hooks = [s.module.register_forward_hook(hook) for s in slots]
-    try:
-        with preserved_buffers(model), torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    hooked_pass(model, x, [s.module.register_forward_hook(hook) for s in slots])
     return changes
 
 

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -96,13 +97,18 @@ def trace_layers(model: nn.Module, x: torch.Tensor) -> list[LayerSlot]:
             hooks.append(module.register_forward_hook(on_between))
         elif H.activation_handler(module) is not None:
             hooks.append(module.register_forward_hook(on_act))
+    hooked_pass(model, x, hooks)
+    return slots
+
+
+def hooked_pass(model: nn.Module, x: torch.Tensor, hooks: list[Any]) -> None:
+    """One forward pass on ``x`` without grad, buffers restored after; removes ``hooks``."""
     try:
         with preserved_buffers(model), torch.no_grad():
             model(x)
     finally:
         for h in hooks:
             h.remove()
-    return slots
 
 
 class preserved_buffers:  # noqa: N801 (a context manager used like a function)
