@@ -14,6 +14,7 @@ from gradprobe.errors import UserError
 from gradprobe.nets.plain import build
 from gradprobe.spec import NetSpec, TrainSpec, load_spec
 from gradprobe.store import Store
+from gradprobe.sweeps.ensemble import unsupported_reason
 from gradprobe.train import Callback, train
 
 from ..conftest import tiny_spec
@@ -28,6 +29,12 @@ def test_spec_takes_false_true_or_validated_options():
         load_spec(tiny_spec(**{"train.autopilot": {"evry": 5}}))
     with pytest.raises(UserError, match="autopilot"):
         load_spec(tiny_spec(**{"train.autopilot": {"max_lr_scale": 1000}}))
+
+
+def test_sweeps_train_autopilot_runs_in_the_training_loop_not_the_engine():
+    on = load_spec(tiny_spec(**{"train.autopilot": True}))
+    assert "autopilot" in unsupported_reason(on)
+    assert unsupported_reason(load_spec(tiny_spec())) is None
 
 
 def test_interventions_reach_the_record_and_the_store(store_path):
