@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gradprobe.autopilot.options import AutopilotOptions
+from gradprobe.autopilot.options import AutopilotSetting
 from gradprobe.errors import UserError
 from gradprobe.nets.activations import get_activation
 from gradprobe.nets.init import get_bias_init, get_init
@@ -202,7 +202,7 @@ class TrainSpec(_Strict):
     loss_threshold: float | None = Field(None, gt=0)  # default: half the initial loss
     stall_window: int = Field(50, ge=2)
     stall_tolerance: float = Field(0.01, ge=0)  # relative improvement counted as progress
-    autopilot: bool | AutopilotOptions = False  # gradprobe.autopilot: true or its options
+    autopilot: AutopilotSetting = False  # gradprobe.autopilot: true or a mapping of options
 
 
 class ExperimentSpec(_Strict):

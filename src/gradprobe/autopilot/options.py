@@ -29,9 +29,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 
 class AutopilotOptions(BaseModel):
@@ -61,3 +61,34 @@ class AutopilotOptions(BaseModel):
         if isinstance(value, cls):
             return value
         return cls.model_validate(value)
+
+
+def parse_setting(value: Any) -> bool | AutopilotOptions:
+    """``train.autopilot`` as the spec takes it: a bool or a mapping of options.
+
+    Problems become one line naming the option and what is allowed.
+
+    Example:
+        >>> parse_setting({"evry": 5})
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown option 'evry' (allowed: every, init, init_samples, target_std, \
+trust_ratio, max_lr_scale, clip, revive, revive_fraction, revive_shift)
+    """
+    if isinstance(value, bool | AutopilotOptions):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"must be true, false or a mapping of options, got {value!r}")
+    try:
+        return AutopilotOptions.model_validate(value)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            allowed = ", ".join(AutopilotOptions.model_fields)
+            raise ValueError(f"unknown option {key!r} (allowed: {allowed})") from None
+        raise ValueError(f"{key}: {err['msg']}") from None
+
+
+#: The type of ``TrainSpec.autopilot``: validated by :func:`parse_setting`.
+AutopilotSetting = Annotated[bool | AutopilotOptions, BeforeValidator(parse_setting)]
