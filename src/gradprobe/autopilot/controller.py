@@ -242,11 +242,6 @@ class Autopilot(Callback):
         self.notes.append(note)
         loop.notes.append(note)
 
-    def summary(self) -> dict[str, Any]:
-        """Counts of what autopilot did so far (for printing)."""
-        return {"layers": len(self.slots), "notes": len(self.notes),
-                "max_lr_scale": max(self._scale, default=math.nan)}
-
 
 def _norms(tensors: list[torch.Tensor]) -> list[float]:
     """The 2-norm of each tensor: one fused kernel, one read back."""
