@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from gradprobe import limits
+from gradprobe import budget, limits
 from gradprobe.errors import UserError
 from gradprobe.spec import load_spec
 
@@ -60,7 +60,7 @@ def test_estimate_counts_parameters_like_torch():
         model = build(spec.net, in_shape, 10)
         n_params = sum(p.numel() for p in model.parameters())
         # batch 1 and one sample: what remains besides 2 copies of the parameters is small
-        got = limits.experiment_bytes(spec, in_shape, 10, 1)
+        got = budget.experiment_bytes(spec, in_shape, 10, 1)
         extra = 4 * (1 * (sum(spec.net.hidden_widths()) * (64 if net.get("kind") else 1) + 10)
                      * 6) + 64 * 12
         assert got - extra == 4 * 2 * n_params

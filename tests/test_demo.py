@@ -22,6 +22,7 @@ SECTIONS = [
     "4. Remedies against the plain baseline",
     "5. Impact on training",
     "6. Diagnosis and verified repair",
+    "7. Adaptive remedy",
 ]
 
 

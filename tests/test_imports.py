@@ -24,12 +24,14 @@ ROOT = "gradprobe"
 # Lowest first. A module may import its own layer and the ones below, never one above.
 # The key is the longest dotted prefix after "gradprobe." that matches.
 LAYERS: list[tuple[str, ...]] = [
-    ("_version", "errors", "spec", "nets", "data", "sequence_tasks", "native"),
+    ("_version", "errors", "limits", "spec_params", "autopilot.options", "spec", "nets", "data",
+     "budget", "sequence_tasks", "native"),
     ("probe", "record", "outputs"),
-    ("train", "integrations"),
+    ("train", "integrations", "autopilot"),
     ("store", "api"),
     ("theory",),
-    ("sweeps", "diagnosis", "measure", "reproduce"),
+    ("sweeps", "diagnosis", "measure", "reproduce", "autopilot.repair",
+     "autopilot.study"),
     ("report",),
     ("",),  # the root package: the public API, resolved lazily
     ("app", "serve"),

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from gradprobe import limits
+from gradprobe import budget
 from gradprobe.errors import UserError
 from gradprobe.nets.activations import activation_names, get_activation
 from gradprobe.nets.init import bias_init_names, get_bias_init, get_init, init_names
@@ -56,7 +56,7 @@ def _accepted_or_one_line(overrides: dict) -> ExperimentSpec | None:
 
 
 def _builds_finite(spec: ExperimentSpec) -> None:
-    if limits.experiment_bytes(spec, (4,), 3, 150) > 50 * 2**20 or spec.net.kind == "cnn":
+    if budget.experiment_bytes(spec, (4,), 3, 150) > 50 * 2**20 or spec.net.kind == "cnn":
         return
     model = build(spec.net, (4,), 3, seed=0)
     for p in model.parameters():

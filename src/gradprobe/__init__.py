@@ -19,6 +19,7 @@ from gradprobe._version import __version__ as __version__
 # optional part failing to import never breaks the others.
 _LAZY = {
     "Probe": ("gradprobe.probe", "Probe"),
+    "Autopilot": ("gradprobe.autopilot.controller", "Autopilot"),
     "diagnose": ("gradprobe.diagnosis", "diagnose"),
     "repair": ("gradprobe.diagnosis", "repair"),
     "sweep": ("gradprobe.sweeps", "sweep"),

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from rich.markup import escape
 
-from gradprobe import limits
+from gradprobe import budget
 from gradprobe.data import load_data
 from gradprobe.nets.plain import build
 from gradprobe.spec import ExperimentSpec, load_spec
@@ -60,12 +60,12 @@ def run(
     error re-raised; Ctrl-C leaves it ``interrupted``; neither is ever marked complete.
     """
     spec = load_spec(spec_or_path, overrides)
-    limits.check_experiment(spec)
+    budget.check_experiment(spec)
     owned = not isinstance(store, Store)
     db = open_store(store)
     try:
         data = load_data(spec.data)
-        limits.check_experiment(spec, data.in_shape, data.n_classes, len(data.x_train))
+        budget.check_experiment(spec, data.in_shape, data.n_classes, len(data.x_train))
         model = build(spec.net, data.in_shape, data.n_classes, seed=spec.train.seed)
         run_id = db.begin_run(spec.name, spec.to_dict())
         started = time.perf_counter()

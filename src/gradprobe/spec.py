@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from gradprobe import limits
+from gradprobe.autopilot.options import AutopilotSetting
 from gradprobe.errors import UsageError, UserError
 from gradprobe.nets.activations import get_activation
 from gradprobe.nets.init import get_bias_init, get_init
@@ -237,6 +238,7 @@ class TrainSpec(_Strict):
     loss_threshold: Float | None = Field(None, gt=0)  # default: half the initial loss
     stall_window: Int = Field(50, ge=2)
     stall_tolerance: Float = Field(0.01, ge=0)  # relative improvement counted as progress
+    autopilot: AutopilotSetting = False  # gradprobe.autopilot: true or a mapping of options
 
 
 class ExperimentSpec(_Strict):

@@ -302,6 +302,10 @@ def train(
     sampler = BatchSampler(len(x_train), spec.batch_size, spec.seed)
     loop = Loop(model=model, optimizer=optimizer, spec=spec, device=device, loss_fn=loss_fn)
     hooks: list[Callback] = ([ProbeCallback(spec.record_every)] if probe else []) + list(callbacks)
+    if spec.autopilot:
+        from gradprobe.autopilot import Autopilot
+
+        hooks.append(Autopilot(spec.autopilot, data=data))
 
     losses: list[float] = []
     bar = _progress_bar(progress, spec.steps, description)

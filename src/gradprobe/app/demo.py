@@ -1,6 +1,6 @@
 """The main job (``gradprobe demo`` / ``make demo``): gradient vanishing on real data.
 
-A study on scikit-learn's digits, in four sweeps run by the vectorised sweep engine
+A study on scikit-learn's digits, in five sweeps run by the vectorised sweep engine
 (:func:`gradprobe.sweep`) and stored in the run store:
 
 * ``depth``: plain sigmoid (Xavier), tanh (Xavier) and ReLU (He) MLPs of 5 to 50 layers,
@@ -10,7 +10,9 @@ A study on scikit-learn's digits, in four sweeps run by the vectorised sweep eng
 * ``init``: the same deep tanh MLP with weight variance too small, too large, Xavier, He
   and orthogonal, trained;
 * ``remedies``: batch normalisation and residual connections on the plain sigmoid
-  baseline, trained (ReLU and LeakyReLU come from ``activations``).
+  baseline, trained (ReLU and LeakyReLU come from ``activations``);
+* ``adaptive``: autopilot on each sick baseline, and the static remedies the other sweeps
+  lack (:mod:`gradprobe.autopilot.study`; trained by the training loop, not the engine).
 
 Then the worst configuration is diagnosed and its candidate repairs verified by training
 (:mod:`gradprobe.diagnosis`), the terminal gets a short table of headline numbers, and
@@ -34,6 +36,7 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
+from gradprobe.autopilot.study import adaptive_sweep
 from gradprobe.report.tables import depth_attenuation_table, training_table
 from gradprobe.store import Store
 
@@ -85,7 +88,7 @@ BASELINE = ("sigmoid", "xavier_normal")
 #: Repair candidates tried on the worst configuration (names in gradprobe.diagnosis).
 REPAIR_CANDIDATES = (
     "baseline", "relu + he_normal", "leaky_relu + he_normal", "selu + lecun_normal",
-    "init orthogonal", "init critical (theory)", "batchnorm", "residual",
+    "init orthogonal", "init critical (theory)", "batchnorm", "residual", "autopilot",
 )
 
 
@@ -117,6 +120,7 @@ def sweep_specs(cfg: StudyConfig) -> dict[str, dict[str, Any]]:
         "remedies": {"name": cfg.sweep_name("remedies"),
                      "base": _with(_base(cfg), activation=BASELINE[0], init=BASELINE[1]),
                      "zip": {"net.norm": ["batch", "none"], "net.residual": [False, True]}},
+        "adaptive": adaptive_sweep(cfg.sweep_name("adaptive"), _base(cfg), BASELINE),
     }
 
 
@@ -234,7 +238,7 @@ def _study(cfg: StudyConfig, store: str | Path | None, out: Path, quick: bool,
         ids = run_sweeps(cfg, db, progress=console.is_terminal, console=console)
         seconds["sweeps"] = time.perf_counter() - started
         groups = {g: load_records(db, runs=ids[g]) for g in ("depth", "activations", "init",
-                                                              "remedies")}
+                                                              "remedies", "adaptive")}
         store_path = db.path
     trained = list({r.id: r for g in ("activations", "init", "remedies")
                     for r in groups[g]}.values())

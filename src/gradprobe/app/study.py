@@ -1,4 +1,5 @@
-"""The demo study's report: six sections, each made of figure kinds any user can draw.
+"""The demo study's report: six sections (seven with autopilot runs), of figure kinds any
+user can draw.
 
 :func:`study_report` takes the study's stored runs, grouped by the question they answer,
 plus the diagnosis of the worst configuration, and lays them out as
@@ -12,7 +13,9 @@ plus the diagnosis of the worst configuration, and lays them out as
 4. Remedies: ReLU, LeakyReLU, batch norm and residual connections against the plain
    sigmoid baseline, at initialisation and during training;
 5. Impact on training: loss curves, steps to the loss threshold, final accuracies;
-6. Diagnosis and verified repair of the worst configuration.
+6. Diagnosis and verified repair of the worst configuration;
+7. Adaptive remedy: autopilot against plain and static remedies
+   (:mod:`gradprobe.report.adaptive`), when the study has autopilot runs.
 
 Every figure is built by the helpers of :mod:`gradprobe.report.build` from records read
 out of the store, so ``gradprobe report RUN...`` draws the same pictures for other runs.
@@ -31,6 +34,7 @@ from typing import Any
 
 import pandas as pd
 
+from gradprobe.report.adaptive import adaptive_section
 from gradprobe.report.build import (
     activation_figure,
     activation_table,
@@ -263,6 +267,9 @@ def study_report(
     if diagnosis is not None or trained:
         sections.append(Section("diagnosis", "6. Diagnosis and verified repair",
                                 diagnosis_blocks(diagnosis, repair, worst)))
+    adaptive = adaptive_section(groups, repair, chance)  # 7., when autopilot runs exist
+    if adaptive is not None:
+        sections.append(adaptive)
     return finalize(Report("Why gradients vanish in plain networks: a gradprobe study",
                            subtitle, sections))
 

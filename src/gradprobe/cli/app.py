@@ -72,6 +72,11 @@ def run_command(
     console.print(run_table([result.summary | {"run_id": result.run_id, "status": result.status,
                                                 "name": label}]))
     console.print(layer_table(plain_cells(result.frame()), title=label))
+    if result.spec.train.autopilot:
+        from gradprobe.autopilot.records import summarize
+
+        console.print(summarize(result.metrics) or "autopilot: no weight layer to act on",
+                      highlight=False, soft_wrap=True)
 
 
 @app.command("runs")

@@ -65,12 +65,15 @@ Build = Callable[[nn.Module, RepairContext], tuple[nn.Module, str]]
 @dataclass(frozen=True)
 class Candidate:
     """One fix to try: ``build(model, ctx) -> (changed copy, what changed)``; may raise
-    :class:`CannotApply`. ``lr_factor`` scales the learning rate for this candidate."""
+    :class:`CannotApply`. ``lr_factor`` scales the learning rate for this candidate;
+    ``train`` replaces :func:`train_run` (same arguments) for candidates that act during
+    training (autopilot)."""
 
     name: str
-    kind: str  # baseline | activation | init | norm | residual | lr
+    kind: str  # baseline | activation | init | norm | residual | lr | adaptive
     build: Build
     lr_factor: float = 1.0
+    train: Callable[..., TrainingRun] | None = None
 
 
 def _unchanged(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, str]:
@@ -131,6 +134,18 @@ def _residual(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, str]:
     return add_residual(model, ctx.x)
 
 
+def _autopilot_build(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, str]:
+    from gradprobe.autopilot.repair import build
+
+    return build(model, ctx)
+
+
+def _autopilot_train(*args: Any, **kwargs: Any) -> TrainingRun:
+    from gradprobe.autopilot.repair import train
+
+    return train(*args, **kwargs)
+
+
 #: The candidates, in the order they are tried.
 CANDIDATES: tuple[Candidate, ...] = (
     Candidate("baseline", "baseline", _unchanged),
@@ -143,6 +158,7 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("init critical (theory)", "init", _critical),
     Candidate("batchnorm", "norm", _batchnorm),
     Candidate("residual", "residual", _residual),
+    Candidate("autopilot", "adaptive", _autopilot_build, train=_autopilot_train),
     Candidate("lr x10", "lr", _unchanged, lr_factor=10.0),
     Candidate("lr x0.1", "lr", _unchanged, lr_factor=0.1),
 )
@@ -313,9 +329,10 @@ def repair(
             ev = base_ev if cand.kind in ("baseline", "lr") else collect_evidence(
                 changed, problem, n_batches=REPAIR_EVIDENCE_BATCHES, batch_size=batch_size,
                 seed=seed, theory=False)
-            run = train_run(copy.deepcopy(changed), problem, steps=budget_steps,
-                            lr=lr * cand.lr_factor, optimizer=optimizer,
-                            batch_size=batch_size, seed=seed, thresholds=th)
+            trainer = cand.train or train_run
+            run = trainer(copy.deepcopy(changed), problem, steps=budget_steps,
+                          lr=lr * cand.lr_factor, optimizer=optimizer,
+                          batch_size=batch_size, seed=seed, thresholds=th)
         except CannotApply as exc:
             skipped.append((cand.name, str(exc)))
             continue

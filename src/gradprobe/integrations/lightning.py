@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - depends on the installed extra
             "pip install 'gradprobe[lightning]'"
         ) from exc
 
+from gradprobe.autopilot.lightning import AutopilotCallback  # noqa: F401 (re-exported)
 from gradprobe.integrations.tensorboard import tag
 from gradprobe.probe import Probe
 from gradprobe.train import ProbeCallback

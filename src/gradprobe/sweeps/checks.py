@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from gradprobe import limits
+from gradprobe import budget
 from gradprobe.errors import UserError
 from gradprobe.sweeps.grid import Config
 
@@ -33,9 +33,9 @@ def check_configs(configs: list[Config]) -> None:
     for config in configs:
         spec = config.spec
         try:
-            limits.check_experiment(spec)
+            budget.check_experiment(spec)
             data = _dataset(spec.data)
-            limits.check_experiment(spec, data.in_shape, data.n_classes, len(data.x_train))
+            budget.check_experiment(spec, data.in_shape, data.n_classes, len(data.x_train))
             if spec.net.kind == "cnn":
                 build(NetSpec(kind="cnn", depth=1), data.in_shape, data.n_classes)
         except UserError as exc:

@@ -69,6 +69,8 @@ def unsupported_reason(spec: ExperimentSpec) -> str | None:
         return "residual connections"
     if train.optimizer not in SUPPORTED_OPTIMIZERS:
         return f"the {train.optimizer} optimizer"
+    if train.autopilot:
+        return "autopilot (a training-loop callback)"
     return None
 
 

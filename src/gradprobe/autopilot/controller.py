@@ -1,0 +1,249 @@
+"""``Autopilot``: the training-loop callback that keeps gradients flowing.
+
+At the start it initialises the network from data (:mod:`gradprobe.autopilot.init`). Then,
+every ``every`` steps, it reads each weight layer's gradient and weight norms and
+
+* sets a per-layer gradient multiplier (trust ratio, LARS/LAMB-like) that raises the
+  relative update ``lr * |G| / |W|`` of lagging layers up to the median layer's, bounded by
+  ``max_lr_scale``;
+* re-centres units that are dead or saturated on the batch (a bounded corrective step on
+  their bias and, for saturating activations, their incoming weights).
+
+On every step it applies the multipliers and adaptive gradient clipping (Brock et al.
+2021: a layer's relative update is capped at ``clip``), with two fused calls. Everything
+it does becomes rows of the record (:mod:`gradprobe.autopilot.records`) and reasons in
+``loop.notes``. See :mod:`gradprobe.autopilot.options` for the bounds.
+
+Example:
+    >>> import gradprobe as gp
+    >>> from gradprobe.data import load_data
+    >>> spec = gp.load_spec({"net": {"depth": 6, "activation": "sigmoid"},
+    ...                      "data": {"name": "iris"}, "train": {"steps": 20}})
+    >>> data = load_data(spec.data)
+    >>> model = gp.build(spec.net, data.in_shape, data.n_classes)
+    >>> from gradprobe.train import train
+    >>> result = train(model, data, spec.train, callbacks=[Autopilot(data=data)])
+    >>> "autopilot_init_scale" in set(result.metrics.quantity)
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+import torch
+
+from gradprobe.autopilot import records as R
+from gradprobe.autopilot.init import data_dependent_init
+from gradprobe.autopilot.layers import LayerSlot, trace_layers
+from gradprobe.autopilot.options import AutopilotOptions
+from gradprobe.autopilot.revive import UnitWatch
+from gradprobe.train import Callback, Loop
+
+
+class Autopilot(Callback):
+    """Adaptive remedy for vanishing gradients, as a :class:`gradprobe.train.Callback`.
+
+    Args:
+        options: ``True``/``None`` (defaults), a mapping or :class:`AutopilotOptions`.
+        data: a :class:`gradprobe.data.Dataset` (or a tensor of inputs) for the init; without
+            it the init runs on the first training batch and that step's gradient is
+            computed again.
+        **overrides: option fields, e.g. ``Autopilot(every=5, init="lsuv")``.
+    """
+
+    def __init__(self, options: Any = None, data: Any = None, **overrides: Any) -> None:
+        opts = AutopilotOptions.from_value(True if options is None else options)
+        if opts is None:
+            raise ValueError("Autopilot(options=False): leave the callback out instead")
+        self.options = opts.model_copy(update=overrides) if overrides else opts
+        if overrides:
+            AutopilotOptions.model_validate(self.options.model_dump())
+        self.data = data
+        self.slots: list[LayerSlot] = []
+        self.watch: UnitWatch | None = None
+        self._init_done = False
+        self._weights: list[torch.Tensor] = []
+        self._params: list[list[torch.Tensor]] = []  # per layer: weight (and bias)
+        self._lr: list[float] = []  # per layer: the optimizer's lr
+        self._w_norm: list[float] = []  # per layer, refreshed at each check
+        self._scale: list[float] = []  # per layer: the trust-ratio multiplier
+        self._clipped: list[int] = []  # per layer: clipped steps since the last check
+        self._since = 0
+        self._last_raised: list[str] = []
+        self.notes: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ loop hooks
+
+    def on_train_start(self, loop: Loop) -> None:
+        x = self._init_inputs(loop)
+        if x is not None:
+            self._start(loop, x)
+
+    def on_step_start(self, loop: Loop, step: int) -> None:
+        if self.watch is not None and self._init_done and step % self.options.every == 0:
+            self.watch.arm()
+
+    @torch.no_grad()
+    def after_backward(self, loop: Loop, step: int, loss: float) -> None:
+        if not self._init_done:
+            self._late_init(loop)
+        grads = self._grads() if self._weights else None
+        if grads is None:
+            return
+        g_norm = _norms(grads)
+        if step % self.options.every == 0:
+            self._check(loop, step, g_norm)
+        self._scale_and_clip(g_norm)
+
+    def on_end(self, loop: Loop) -> None:
+        if self.watch is not None:
+            self.watch.disarm()
+
+    # ------------------------------------------------------------------ start
+
+    def _init_inputs(self, loop: Loop) -> torch.Tensor | None:
+        data = self.data
+        if data is None:
+            return None
+        x = data if isinstance(data, torch.Tensor) else data.x_train
+        n = min(len(x), self.options.init_samples)
+        gen = torch.Generator().manual_seed(loop.spec.seed if loop.spec is not None else 0)
+        idx = torch.randperm(len(x), generator=gen)[:n]
+        return x[idx].to(loop.device)
+
+    def _late_init(self, loop: Loop) -> None:
+        """No data was given: initialise on this step's batch and redo its gradient."""
+        if loop.batch is None:
+            return
+        x, y = loop.batch
+        self._start(loop, x)
+        loop.optimizer.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            loop.loss_fn(loop.model(x), y).backward()
+
+    def _start(self, loop: Loop, x: torch.Tensor) -> None:
+        self._init_done = True
+        self.slots = trace_layers(loop.model, x)
+        opts = self.options
+        changes = data_dependent_init(loop.model, x, opts.init, opts.target_std, self.slots)
+        for c in changes:
+            for name, value in ((R.INIT_SCALE, c.scale), (R.INIT_SHIFT, c.shift),
+                                (R.INIT_STD, c.std_before), (R.INIT_TARGET, c.target)):
+                loop.record(0, c.slot.name, c.slot.depth, name, value)
+        if changes:
+            lo = min(c.scale for c in changes)
+            hi = max(c.scale for c in changes)
+            self._note(loop, 0, "init", [c.slot.name for c in changes],
+                       f"{opts.init} data-dependent init on {len(x)} samples: each layer's "
+                       f"pre-activations {'' if opts.init == 'lsuv' else 'centred and '}"
+                       f"scaled to the std its activation wants (weights x{lo:.3g}..x{hi:.3g})")
+        self._setup(loop)
+
+    def _setup(self, loop: Loop) -> None:
+        lr_of = {id(p): g.get("lr", 0.0) for g in loop.optimizer.param_groups
+                 for p in g["params"]}
+        slots = [s for s in self.slots
+                 if s.weight is not None and s.weight.requires_grad and id(s.weight) in lr_of]
+        self.slots = slots
+        self._weights = [s.weight for s in slots]
+        self._params = [[p for p in (s.weight, s.bias) if p is not None and p.requires_grad]
+                        for s in slots]
+        self._lr = [float(lr_of[id(w)]) for w in self._weights]
+        self._scale = [1.0] * len(slots)
+        self._clipped = [0] * len(slots)
+        if self.options.revive and slots:
+            self.watch = UnitWatch(slots, self.options)
+
+    # ------------------------------------------------------------------ every check
+
+    def _check(self, loop: Loop, step: int, g_norm: list[float]) -> None:
+        """Refresh weight norms, set the trust-ratio multipliers, revive stuck units."""
+        opts = self.options
+        self._w_norm = _norms(self._weights)
+        if opts.trust_ratio:
+            self._trust_ratio(loop, step, g_norm)
+        if opts.clip is not None:
+            since = max(self._since, 1)
+            hit = [(s, n / since) for s, n in zip(self.slots, self._clipped, strict=True) if n]
+            for s, f in hit:
+                loop.record(step, s.name, s.depth, R.CLIP, f)
+            if hit:
+                self._note(loop, step, "clip", [s.name for s, _ in hit],
+                           f"adaptive clipping held the relative update at {opts.clip:g} "
+                           f"per step on {len(hit)} layers")
+            self._clipped = [0] * len(self.slots)
+            self._since = 0
+        if self.watch is not None and self.watch.armed:
+            revived = self.watch.revive()
+            for s, n in revived:
+                loop.record(step, s.name, s.depth, R.REVIVE, n)
+            if revived:
+                total = sum(n for _, n in revived)
+                self._note(loop, step, "revive", [s.name for s, _ in revived],
+                           f"{total} dead or saturated units re-centred (bias moved to "
+                           f"their batch mean x{opts.revive_shift:g})")
+
+    def _trust_ratio(self, loop: Loop, step: int, g_norm: list[float]) -> None:
+        opts = self.options
+        rel = [lr * g / max(w, 1e-30)  # relative update of each layer
+               for lr, g, w in zip(self._lr, g_norm, self._w_norm, strict=True)]
+        finite = [r for r in rel if math.isfinite(r)]
+        if not finite:
+            return
+        target = statistics.median_low(finite)
+        self._scale = [min(max(target / max(r, 1e-30), 1.0), opts.max_lr_scale)
+                       if math.isfinite(r) else 1.0 for r in rel]
+        for s, v in zip(self.slots, self._scale, strict=True):
+            loop.record(step, s.name, s.depth, R.LR_SCALE, v)
+        raised = [s.name for s, v in zip(self.slots, self._scale, strict=True) if v > 1.5]
+        if raised and raised != self._last_raised:
+            self._note(loop, step, "lr_scale", raised,
+                       f"{len(raised)} layers' relative updates lagged the median "
+                       f"({target:.2e}); their steps raised up to x{max(self._scale):.3g}")
+        self._last_raised = raised
+
+    # ------------------------------------------------------------------ every step
+
+    def _grads(self) -> list[torch.Tensor] | None:
+        grads = [w.grad for w in self._weights]
+        return None if any(g is None for g in grads) else grads  # type: ignore[misc]
+
+    def _scale_and_clip(self, g_norm: list[float]) -> None:
+        """Multiply each layer's gradient by its trust-ratio scale, clipped (AGC)."""
+        clip = self.options.clip
+        factors = list(self._scale)
+        if clip is not None and self._w_norm:
+            for i, (lr, g, w) in enumerate(zip(self._lr, g_norm, self._w_norm, strict=True)):
+                rel = lr * factors[i] * g / max(w, 1e-30)
+                if rel > clip:  # False for NaN: a NaN gradient is left to end the run
+                    factors[i] *= clip / rel
+                    self._clipped[i] += 1
+        self._since += 1
+        tensors, scalars = [], []
+        for ps, v in zip(self._params, factors, strict=True):
+            if v != 1.0:
+                for p in ps:
+                    if p.grad is not None:
+                        tensors.append(p.grad)
+                        scalars.append(v)
+        if tensors:
+            torch._foreach_mul_(tensors, scalars)
+
+    # ------------------------------------------------------------------ notes
+
+    def _note(self, loop: Loop, step: int, action: str, layers: list[str], reason: str) -> None:
+        if len(self.notes) >= R.MAX_NOTES:
+            return
+        note = {"source": "autopilot", "step": step, "action": action,
+                "layers": layers[:8] + (["..."] if len(layers) > 8 else []), "reason": reason}
+        self.notes.append(note)
+        loop.notes.append(note)
+
+
+def _norms(tensors: list[torch.Tensor]) -> list[float]:
+    """The 2-norm of each tensor: one fused kernel, one read back."""
+    return torch.stack(torch._foreach_norm(tensors)).tolist()
+

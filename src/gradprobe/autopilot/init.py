@@ -1,0 +1,154 @@
+"""Data-dependent initialisation: each layer's pre-activations centred and scaled on a batch.
+
+One forward pass under ``torch.no_grad()``. A forward hook on every weight layer (in the
+order the pass reaches them) measures the layer's output ``z`` on the batch, rewrites the
+layer's parameters so that the output becomes ``s * (z - m)`` and returns that corrected
+output, so every later layer is measured on the input it will really see. This is LSUV
+(Mishkin & Matas 2016) done in one pass, with a centring step:
+
+* ``auto`` (the default): ``centered`` for layers that feed a saturating activation
+  (sigmoid, tanh, ...), ``lsuv`` for the others (ReLU-like: measured, centring a deep
+  ReLU net trained it worse, 0.64 against 0.73 test accuracy on the demo's 30-layer net).
+  The output layer follows the layers before it.
+* ``centered``: ``m`` is the per-unit batch mean (the bias absorbs it,
+  ``b <- s * (b - m)``) and ``s`` one scale per layer, making the layer's output standard
+  deviation ``target_std``. A sigmoid is a shifted, scaled tanh: its trouble in a deep net
+  is largely its mean, which drifts each layer towards the saturated side; centring removes
+  it, and the unit scale puts every unit where phi' is large.
+* ``lsuv``: the original, variance only (``m = 0``): one scale per layer.
+* ``unitwise``: per-unit mean and per-unit scale (data-dependent weight normalisation,
+  Salimans & Kingma 2016).
+
+Layers without a bias cannot be centred; they are only scaled. Module types and parameter
+counts never change, and batch-norm running statistics are restored after the pass.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), nn.Linear(8, 2))
+    >>> x = torch.randn(64, 4) * 5 + 3
+    >>> changes = data_dependent_init(model, x)
+    >>> out = model[0](x).detach()  # feeds a sigmoid: centred, std 1.25 (see targets)
+    >>> round(float(out.mean(0).abs().max()), 4), round(float(out.std(unbiased=False)), 2)
+    (0.0, 1.25)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from gradprobe.autopilot import targets
+from gradprobe.autopilot.layers import LayerSlot, hooked_pass, trace_layers, unit_dims
+
+InitMethod = Literal["auto", "centered", "lsuv", "unitwise", "none"]
+
+#: Bounds of one init: a layer's weights are scaled by at most this factor either way.
+#: A layer whose output is constant on the batch (std ~ 0) is left as it is.
+MAX_INIT_SCALE = 1e3
+MIN_STD = 1e-12
+
+
+@dataclass
+class InitChange:
+    """What the init did to one layer."""
+
+    slot: LayerSlot
+    std_before: float  # output std on the batch before (layers before it already fixed)
+    mean_before: float  # rms over units of the per-unit output mean before
+    scale: float  # weight scale (unitwise: the rms of the per-unit scales)
+    shift: float  # rms over units of the bias change
+    target: float  # the output std it was given
+
+
+def data_dependent_init(
+    model: nn.Module,
+    x: torch.Tensor,
+    method: InitMethod = "auto",
+    target_std: float | None = None,
+    slots: list[LayerSlot] | None = None,
+) -> list[InitChange]:
+    """Centre and scale every weight layer's output on the batch ``x`` (see module doc).
+
+    ``target_std`` None: each layer's from the activation it feeds
+    (:func:`gradprobe.autopilot.targets.target_std`). Returns one :class:`InitChange` per
+    layer, in forward order (empty for ``"none"``).
+    """
+    if method == "none":
+        return []
+    slots = slots if slots is not None else trace_layers(model, x)
+    changes: list[InitChange] = []
+    by_module = {s.module: s for s in slots}
+    done: set[nn.Module] = set()
+
+    def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
+        slot = by_module.get(module)
+        if slot is None or module in done or not isinstance(out, torch.Tensor):
+            return None
+        done.add(module)
+        before = changes[-1].slot.act if changes else None
+        std = target_std if target_std is not None else targets.target_std(slot.act, before)
+        change = _fix_layer(slot, out, method, std, before)
+        changes.append(change)
+        return module.forward(*args)  # the output with the new parameters, no hooks
+
+    hooked_pass(model, x, [s.module.register_forward_hook(hook) for s in slots])
+    return changes
+
+
+def _stats(out: torch.Tensor, slot: LayerSlot) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-unit mean and per-unit standard deviation of a layer's output."""
+    dims = unit_dims(out, slot)
+    z = out.detach().double()
+    mean = z.mean(dim=dims)
+    std = z.var(dim=dims, unbiased=False).clamp_min(0).sqrt()
+    return mean, std
+
+
+def _fix_layer(slot: LayerSlot, out: torch.Tensor, method: InitMethod,
+               target_std: float, before: nn.Module | None) -> InitChange:
+    """Rescale (and centre) the layer's parameters in place from its output on the batch."""
+    if not bool(torch.isfinite(out).all()):  # nothing sound to measure: leave it alone
+        return InitChange(slot, math.nan, math.nan, 1.0, 0.0, target_std)
+    mean, std = _stats(out, slot)  # (units,)
+    bias = slot.bias
+    centre = bias is not None and (method in ("centered", "unitwise") or (
+        method == "auto" and targets.saturates(slot.act if slot.act is not None else before)))
+    m = mean if centre else torch.zeros_like(mean)
+    total = float((out.detach().double() - _shape_like(m, out, slot)).pow(2).mean().sqrt())
+    if method == "unitwise":
+        scale = (target_std / std.clamp_min(MIN_STD)).clamp(1 / MAX_INIT_SCALE, MAX_INIT_SCALE)
+        scale = torch.where(std > MIN_STD, scale, torch.ones_like(scale))
+    else:
+        s = target_std / total if total > MIN_STD else 1.0
+        scale = torch.full_like(mean, min(max(s, 1 / MAX_INIT_SCALE), MAX_INIT_SCALE))
+    w = slot.weight
+    w.mul_(_shape_like(scale, w, slot, weight=True).to(w.dtype))
+    shift = torch.zeros_like(mean)
+    if bias is not None:
+        new = scale * (bias.detach().double() - m)
+        shift = new - bias.detach().double()
+        bias.copy_(new.to(bias.dtype))
+    return InitChange(
+        slot, std_before=float(out.detach().double().std(unbiased=False)),
+        mean_before=float(mean.pow(2).mean().sqrt()),
+        scale=float(scale.pow(2).mean().sqrt()), shift=float(shift.pow(2).mean().sqrt()),
+        target=target_std,
+    )
+
+
+def _shape_like(v: torch.Tensor, like: torch.Tensor, slot: LayerSlot,
+                weight: bool = False) -> torch.Tensor:
+    """Per-unit values ``v`` shaped to broadcast against an output (or the weight)."""
+    if weight:  # weights keep their output units in dim 0 (Linear and Conv alike)
+        return v.reshape(-1, *([1] * (like.ndim - 1)))
+    shape = [1] * like.ndim
+    unit = like.ndim - 1 if slot.handler.unbatched_ndim == 1 else min(1, like.ndim - 1)
+    shape[unit] = -1
+    return v.reshape(shape)

@@ -1,0 +1,127 @@
+"""The in-training controller: trust ratio, clipping and revival against hand computations."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gradprobe.autopilot import Autopilot
+from gradprobe.autopilot import records as R
+from gradprobe.spec import TrainSpec
+from gradprobe.train import Loop
+
+
+def _setup(ap: Autopilot, act: type[nn.Module] = nn.Tanh, lr: float = 0.1):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), act(), nn.Linear(16, 16), act(),
+                          nn.Linear(16, 16), act(), nn.Linear(16, 3))
+    with torch.no_grad():
+        model[0].weight.mul_(20.0)  # a layer whose relative update lags far behind
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    loop = Loop(model=model, optimizer=opt, spec=TrainSpec(), device=torch.device("cpu"),
+                loss_fn=F.cross_entropy)
+    ap.data = x
+    ap.on_train_start(loop)
+    ap.on_step_start(loop, 0)
+    loop.batch = (x, y)
+    F.cross_entropy(model(x), y).backward()
+    return model, loop
+
+
+def _layers(model):
+    return [m for m in model if isinstance(m, nn.Linear)]
+
+
+def test_trust_ratio_raises_lagging_layers_to_the_median_within_bounds():
+    ap = Autopilot(init="none", clip=None, revive=False, max_lr_scale=10.0)
+    model, loop = _setup(ap)
+    before = [(m.weight.grad.clone(), m.bias.grad.clone()) for m in _layers(model)]
+    rel = [0.1 * float(g.norm()) / float(m.weight.detach().norm())
+           for m, (g, _) in zip(_layers(model), before, strict=True)]
+    median = sorted(rel)[(len(rel) - 1) // 2]  # torch's median: the lower middle
+    ap.after_backward(loop, 0, 1.0)
+    wants = [min(max(median / r, 1.0), 10.0) for r in rel]
+    for m, (gw, gb), want in zip(_layers(model), before, wants, strict=True):
+        assert torch.allclose(m.weight.grad, gw * want, rtol=1e-6)
+        assert torch.allclose(m.bias.grad, gb * want, rtol=1e-6)
+    scales = [row[4] for row in loop.rows if row[3] == R.LR_SCALE]
+    assert scales == pytest.approx(wants, rel=1e-9)
+    assert scales[0] > 1.0 and min(scales) == 1.0
+    assert any(n["action"] == "lr_scale" for n in loop.notes)
+
+
+def test_adaptive_clipping_caps_every_layers_relative_update():
+    cap = 1e-4
+    ap = Autopilot(init="none", trust_ratio=False, clip=cap, revive=False)
+    model, loop = _setup(ap)
+    before = [m.weight.grad.clone() for m in _layers(model)]
+    ap.after_backward(loop, 0, 1.0)
+    for m, g in zip(_layers(model), before, strict=True):
+        w_norm = float(m.weight.detach().norm())
+        rel = 0.1 * float(m.weight.grad.norm()) / w_norm
+        raw = 0.1 * float(g.norm()) / w_norm
+        assert rel == pytest.approx(min(raw, cap), rel=1e-6)
+    ap.on_step_start(loop, 1)
+    ap.after_backward(loop, 1, 1.0)  # not a check: clipping still applies every step
+    ap.after_backward(loop, 10, 1.0)  # the check writes how often each layer was clipped
+    clip_rows = [row for row in loop.rows if row[3] == R.CLIP]
+    assert clip_rows and all(0 < row[4] <= 1 for row in clip_rows)
+
+
+def test_dead_relu_units_get_a_bounded_corrective_step_on_their_bias_only():
+    ap = Autopilot(init="none", trust_ratio=False, clip=None, revive_shift=0.5)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        model[0].bias[[1, 4]] = -50.0  # two units dead on any input
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    loop = Loop(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                spec=TrainSpec(), device=torch.device("cpu"), loss_fn=F.cross_entropy)
+    ap.data = x
+    ap.on_train_start(loop)
+    with torch.no_grad():
+        mean = model[0](x).mean(0)  # reference: the pre-activation's batch mean
+    w, b = model[0].weight.detach().clone(), model[0].bias.detach().clone()
+    ap.on_step_start(loop, 0)
+    F.cross_entropy(model(x), y).backward()
+    ap.after_backward(loop, 0, 1.0)
+    want = b.clone()
+    want[[1, 4]] -= 0.5 * mean[[1, 4]]
+    assert torch.allclose(model[0].bias, want, atol=1e-5)
+    assert torch.equal(model[0].weight, w)  # ReLU does not saturate: weights untouched
+    revived = [row for row in loop.rows if row[3] == R.REVIVE]
+    assert revived == [(0, "0", 1, R.REVIVE, 2.0)]
+    assert any(n["action"] == "revive" for n in loop.notes)
+
+
+def test_saturated_sigmoid_units_are_recentred_and_narrowed_by_at_most_half():
+    ap = Autopilot(init="none", trust_ratio=False, clip=None, revive_shift=1.0,
+                   revive_fraction=0.8)
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Sigmoid(), nn.Linear(8, 3))
+    with torch.no_grad():
+        model[0].weight[2] *= 200.0  # unit 2 saturated on almost every sample
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    loop = Loop(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                spec=TrainSpec(), device=torch.device("cpu"), loss_fn=F.cross_entropy)
+    ap.data = x
+    ap.on_train_start(loop)
+    w = model[0].weight.detach().clone()
+    ap.on_step_start(loop, 0)
+    F.cross_entropy(model(x), y).backward()
+    ap.after_backward(loop, 0, 1.0)
+    assert torch.allclose(model[0].weight[2], w[2] * 0.5)  # the shrink bound
+    others = [i for i in range(8) if i != 2]
+    assert torch.equal(model[0].weight[others], w[others])
+
+
+def test_options_are_validated():
+    with pytest.raises(ValueError):
+        Autopilot(max_lr_scale=0.5)
+    with pytest.raises(ValueError):
+        Autopilot(options={"every": 3, "bogus": 1})
+    assert Autopilot({"every": 3}).options.every == 3
+    assert math.isclose(Autopilot().options.clip, 0.1)

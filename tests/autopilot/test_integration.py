@@ -1,0 +1,126 @@
+"""Autopilot through the spec, the store, the CLI, repair, and a NaN step."""
+
+import math
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+import gradprobe as gp
+from gradprobe.autopilot import records as R
+from gradprobe.cli import app
+from gradprobe.errors import UserError
+from gradprobe.nets.plain import build
+from gradprobe.spec import NetSpec, TrainSpec, load_spec
+from gradprobe.store import Store
+from gradprobe.sweeps.ensemble import unsupported_reason
+from gradprobe.train import Callback, train
+
+from ..conftest import tiny_spec
+
+
+def test_spec_takes_false_true_or_validated_options():
+    assert load_spec(tiny_spec()).train.autopilot is False
+    assert load_spec(tiny_spec(**{"train.autopilot": True})).train.autopilot is True
+    opts = load_spec(tiny_spec(**{"train.autopilot": {"every": 5}})).train.autopilot
+    assert opts.every == 5 and opts.trust_ratio
+    with pytest.raises(UserError, match=r"train.autopilot: unknown option 'evry' \(allowed: "):
+        load_spec(tiny_spec(**{"train.autopilot": {"evry": 5}}))
+    with pytest.raises(UserError, match="train.autopilot: max_lr_scale: .* 100"):
+        load_spec(tiny_spec(**{"train.autopilot": {"max_lr_scale": 1000}}))
+    with pytest.raises(UserError, match="must be true, false or a mapping"):
+        load_spec(tiny_spec(**{"train.autopilot": "yes"}))
+    assert load_spec(load_spec(tiny_spec(**{"train.autopilot": {"every": 5}}))).train.autopilot \
+        == opts  # round-trips through the spec's dict
+
+
+def test_sweeps_train_autopilot_runs_in_the_training_loop_not_the_engine():
+    on = load_spec(tiny_spec(**{"train.autopilot": True}))
+    assert "autopilot" in unsupported_reason(on)
+    assert unsupported_reason(load_spec(tiny_spec())) is None
+
+
+def test_interventions_reach_the_record_and_the_store(store_path):
+    spec = tiny_spec(**{"net.activation": "sigmoid", "net.depth": 6,
+                        "train.autopilot": {"every": 4}})
+    result = gp.run(spec, store=store_path)
+    with Store(store_path) as db:
+        stored = db.metrics(result.run_id)
+        summary = db.run(result.run_id)["summary"]
+    scales = stored[stored["quantity"] == R.INIT_SCALE]
+    assert sorted(scales["depth"]) == [1, 2, 3, 4, 5, 6]
+    assert (scales["step"] == 0).all() and (scales["value"] > 0).all()
+    lr = stored[stored["quantity"] == R.LR_SCALE]
+    assert sorted(lr["step"].unique()) == [0, 4, 8]
+    assert lr["value"].between(1.0, 10.0).all()
+    notes = [n for n in summary["notes"] if n["source"] == "autopilot"]
+    assert notes[0]["action"] == "init" and "centred" in notes[0]["reason"]
+    assert R.summarize(stored).startswith("autopilot: init rescaled 6 layers")
+
+
+def test_module_types_and_parameter_count_never_change(digits):
+    spec = NetSpec(depth=8, width=24, activation="sigmoid", norm="batch")
+    model = build(spec, digits.in_shape, digits.n_classes)
+    types = [type(m) for m in model.modules()]
+    count = sum(p.numel() for p in model.parameters())
+    result = train(model, digits, TrainSpec(steps=15, record_every=5), probe=False,
+                   callbacks=[gp.Autopilot(data=digits, every=5, revive_fraction=0.6)])
+    assert result.status == "complete"
+    assert [type(m) for m in model.modules()] == types
+    assert sum(p.numel() for p in model.parameters()) == count
+    assert math.isfinite(result.final_loss)  # evaluation in eval mode (running statistics)
+
+
+class _Poison(Callback):
+    def after_update(self, loop, step, loss):
+        if step == 2:
+            with torch.no_grad():
+                next(loop.model.parameters()).fill_(float("nan"))
+
+
+@pytest.mark.parametrize("probe", [True, False])
+def test_a_nan_step_under_autopilot_ends_diverged(digits, probe):
+    model = build(NetSpec(depth=4, width=16), digits.in_shape, digits.n_classes)
+    result = train(model, digits, TrainSpec(steps=10, record_every=2), probe=probe,
+                   callbacks=[gp.Autopilot(data=digits, every=2), _Poison()])
+    assert result.status == "diverged" and result.summary["diverged_at_step"] == 3
+
+
+def test_nan_inputs_at_init_are_left_alone_then_diverge(digits):
+    x = digits.x_train.clone()
+    x[0, 0] = float("nan")
+    bad = type(digits)(digits.name, x, digits.y_train, digits.x_test, digits.y_test,
+                       digits.in_shape, digits.n_classes)
+    model = build(NetSpec(depth=4, width=16), digits.in_shape, digits.n_classes)
+    result = train(model, bad, TrainSpec(steps=20, batch_size=None), probe=False,
+                   callbacks=[gp.Autopilot(data=bad)])
+    assert result.status == "diverged"
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the init skipped
+
+
+def test_without_data_the_init_runs_on_the_first_batch(digits):
+    model = build(NetSpec(depth=6, width=16, activation="sigmoid"), digits.in_shape,
+                  digits.n_classes)
+    result = train(model, digits, TrainSpec(steps=3), probe=True, callbacks=[gp.Autopilot()])
+    rows = result.metrics[result.metrics["quantity"] == R.INIT_SCALE]
+    assert len(rows) == 6 and result.status == "complete"
+
+
+def test_cli_run_prints_what_autopilot_did(tmp_path, store_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(tiny_spec(**{"train.autopilot": True})))
+    out = CliRunner().invoke(app, ["run", str(path), "--store", str(store_path)])
+    assert out.exit_code == 0, out.output
+    assert "autopilot: init rescaled 4 layers" in out.output
+
+
+def test_repair_offers_autopilot_and_keeps_the_architecture(digits):
+    model = build(NetSpec(depth=8, width=16, activation="sigmoid"), digits.in_shape,
+                  digits.n_classes)
+    fixes = gp.repair(model, digits, budget_steps=20, candidates=["autopilot"])
+    row = fixes.table.set_index("candidate").loc["autopilot"]
+    assert "same architecture" in row["change"] and math.isfinite(row["final_loss"])
+    changed = fixes.model("autopilot")
+    assert [type(m) for m in changed.modules()] == [type(m) for m in model.modules()]
+    assert fixes.runs["autopilot"].steps == 20
