@@ -87,7 +87,14 @@ def test_no_configuration_breaks_the_theory_panel(app):
         assert panel["applies"] or panel["reason"], config  # numbers, or why there are none
 
 
-@pytest.mark.parametrize("change", [{"norm": "batch"}, {"norm": "layer"}, {"residual": True}])
+def test_batch_norm_gets_the_batch_norm_theory(app):
+    panel = client_for(app).post("/api/theory", json={"depth": 10, "norm": "batch"}).json()
+    assert panel["applies"] is True
+    assert any("batch norm" in note for note in panel["notes"])
+    assert panel["chi1"] > 1.0  # BN MLPs' gradients grow toward the input (Yang et al. 2019)
+
+
+@pytest.mark.parametrize("change", [{"norm": "layer"}, {"residual": True}])
 def test_theory_says_when_it_does_not_apply(app, change):
     panel = client_for(app).post("/api/theory", json={"depth": 10, **change}).json()
     assert panel["applies"] is False

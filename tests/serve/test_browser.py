@@ -95,7 +95,7 @@ def test_theory_panel_follows_the_controls(page, live_server):
     assert shown["chi1"] == ref.chi1 and shown["q_star"] == ref.q_star
     assert shown["phase"] == ref.phase
     assert shown["xi_grad"] == (ref.xi_grad if ref.xi_grad != float("inf") else "inf")
-    page.select_option("#c-norm", "batch")
+    page.select_option("#c-norm", "layer")  # batch norm has its theory; layer norm has none
     page.wait_for_selector("#theory-reason:not([hidden])")
     assert "normalisation" in page.inner_text("#theory-reason")
     assert page.inner_text("#th-chi1") == "n/a"

@@ -82,6 +82,9 @@ def normalize(config: Mapping[str, Any]) -> dict[str, Any]:
     out = {**DEFAULTS, **config}
     for key in ("sigma_w2", "sigma_b2"):
         out[key] = _slider(key, out[key])
+    if isinstance(out.get("autopilot"), str):  # a query string's switch; a mapping stays
+        out["autopilot"] = {"true": True, "false": False}.get(out["autopilot"].lower(),
+                                                               out["autopilot"])
     if out["dataset"] not in BUILTIN_DATASETS:
         raise UserError(f"data.name: {out['dataset']!r} is not offered here (allowed: "
                         f"{', '.join(BUILTIN_DATASETS)}; the playground takes no files)")
