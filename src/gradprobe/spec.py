@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -82,6 +83,13 @@ class Choice(BaseModel):
             return {"name": value["name"], **check_params(cls.kind, value["name"], params)}
         return value
 
+    @model_validator(mode="after")
+    def _check(self) -> Choice:
+        lookup = getattr(type(self), "lookup", None)
+        if lookup is not None:  # the registry entry fills defaults and refuses unknowns
+            lookup(self.name).resolve(self.params)
+        return self
+
     @property
     def params(self) -> dict[str, Any]:
         """The parameters given beside the name."""
@@ -103,33 +111,21 @@ class ActivationChoice(Choice):
     """An activation name from ``gradprobe.nets.activations`` with its parameters."""
 
     kind: ClassVar[str] = "activation"
-
-    @model_validator(mode="after")
-    def _check(self) -> ActivationChoice:
-        get_activation(self.name).resolve(self.params)
-        return self
+    lookup: ClassVar[Callable[[str], Any]] = staticmethod(get_activation)
 
 
 class InitChoice(Choice):
     """A weight init name from ``gradprobe.nets.init`` with its parameters."""
 
     kind: ClassVar[str] = "init"
-
-    @model_validator(mode="after")
-    def _check(self) -> InitChoice:
-        get_init(self.name).resolve(self.params)
-        return self
+    lookup: ClassVar[Callable[[str], Any]] = staticmethod(get_init)
 
 
 class BiasInitChoice(Choice):
     """A bias init name (zeros, constant, normal, pytorch_default) with its parameters."""
 
     kind: ClassVar[str] = "bias_init"
-
-    @model_validator(mode="after")
-    def _check(self) -> BiasInitChoice:
-        get_bias_init(self.name).resolve(self.params)
-        return self
+    lookup: ClassVar[Callable[[str], Any]] = staticmethod(get_bias_init)
 
 
 class NetSpec(_Strict):

@@ -15,29 +15,14 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from typer.core import TyperGroup
 
 from gradprobe.cli.console import console, err_console
-from gradprobe.cli.errors import guarded
+from gradprobe.cli.errors import command_group
 from gradprobe.errors import UserError
 
+app = command_group("gradprobe", "See, measure, predict and fix gradient vanishing in deep "
+                    "networks.", no_args_is_help=True)
 
-class _Group(TyperGroup):
-    """Turns errors anywhere below into one line on stderr (see :func:`guarded`)."""
-
-    def invoke(self, ctx: typer.Context) -> Any:
-        with guarded(debug=bool(ctx.params.get("debug"))):
-            return super().invoke(ctx)
-
-
-app = typer.Typer(
-    cls=_Group,
-    name="gradprobe",
-    help="See, measure, predict and fix gradient vanishing in deep networks.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
 
 @app.callback()
 def _root(

@@ -20,10 +20,12 @@ import contextlib
 import sqlite3
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import click
 import typer
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from gradprobe.cli.console import err_console
 from gradprobe.errors import UserError
@@ -72,3 +74,17 @@ def guarded(debug: bool = False) -> Iterator[None]:
             raise typer.Exit(1) from None
     for w in caught:
         warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+class GuardedGroup(TyperGroup):
+    """A command group whose errors become one line on stderr (see :func:`guarded`)."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        with guarded(debug=bool(ctx.find_root().params.get("debug"))):
+            return super().invoke(ctx)
+
+
+def command_group(name: str, help: str, **options: Any) -> typer.Typer:
+    """A typer app over :class:`GuardedGroup` (no tracebacks, no shell completion)."""
+    return typer.Typer(cls=GuardedGroup, name=name, help=help, pretty_exceptions_enable=False,
+                       add_completion=False, **options)

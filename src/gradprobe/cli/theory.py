@@ -14,33 +14,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import typer
-from typer.core import TyperGroup
 
+from gradprobe.cli.errors import command_group
 from gradprobe.errors import UserError
 from gradprobe.limits import MAX_THEORY_DEPTH
 
-
-class _TheoryGroup(TyperGroup):
-    """Turns :class:`UserError` into one line on stderr and exit code 2 (also standalone)."""
-
-    def invoke(self, ctx: typer.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except UserError as exc:
-            typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
-            raise typer.Exit(2) from None
-
-
-theory_app = typer.Typer(
-    cls=_TheoryGroup,
-    name="theory",
-    help="Mean-field predictions: fixed points, chi1, depth scales, phase diagrams.",
+theory_app = command_group(
+    "theory", "Mean-field predictions: fixed points, chi1, depth scales, phase diagrams.",
     invoke_without_command=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
 )
 
 

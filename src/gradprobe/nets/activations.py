@@ -38,6 +38,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gradprobe.nets.params import fill_params
+
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
 
@@ -99,15 +101,7 @@ class ActivationEntry:
 
     def resolve(self, params: dict[str, Any] | None) -> Params:
         """Fill defaults and reject unknown parameters."""
-        params = dict(params or {})
-        unknown = set(params) - set(self.params)
-        if unknown:
-            allowed = ", ".join(self.params) or "none"
-            raise ValueError(
-                f"activation {self.name!r} has no parameter {sorted(unknown)[0]!r} "
-                f"(allowed: {allowed})"
-            )
-        return {**self.params, **params}
+        return fill_params("activation", self.name, self.params, params)
 
     def saturation_levels(self, params: Params, fraction: float) -> tuple[float, float] | None:
         """(low, high): outputs below low or above high are saturated; None if unbounded.

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradprobe.nets.params import fill_params, refuse_unknown
+
 
 @dataclass(frozen=True)
 class InitEntry:
@@ -40,12 +42,7 @@ class InitEntry:
         """Fill defaults, reject unknown parameters and check required ones."""
         params = dict(params or {})
         allowed = set(self.params) | set(self.required) | set(self.one_of)
-        unknown = set(params) - allowed
-        if unknown:
-            names = ", ".join(sorted(allowed)) or "none"
-            raise ValueError(
-                f"init {self.name!r} has no parameter {sorted(unknown)[0]!r} (allowed: {names})"
-            )
+        refuse_unknown("init", self.name, params, sorted(allowed))
         missing = [p for p in self.required if p not in params]
         if missing:
             raise ValueError(f"init {self.name!r} needs parameter {missing[0]!r}")
@@ -188,15 +185,7 @@ class BiasInitEntry:
 
     def resolve(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """Fill defaults and reject unknown parameters."""
-        params = dict(params or {})
-        unknown = set(params) - set(self.params)
-        if unknown:
-            names = ", ".join(self.params) or "none"
-            raise ValueError(
-                f"bias_init {self.name!r} has no parameter {sorted(unknown)[0]!r} "
-                f"(allowed: {names})"
-            )
-        return {**self.params, **params}
+        return fill_params("bias_init", self.name, self.params, params)
 
 
 def _fill_(b: torch.Tensor, value: float) -> None:

@@ -25,15 +25,10 @@ from gradprobe.theory.network import NetworkPrediction
 
 
 def predict_network(
-    model_or_spec: Any,
-    *,
-    depth: int | None = None,
-    q0: float | None = None,
-    in_features: int | None = None,
-    n_outputs: int | None = None,
-    batch_size: int | None = None,
+    model_or_spec: Any, *, batch_size: int | None = None, **options: Any
 ) -> NetworkPrediction:
-    """:func:`gradprobe.theory.network.predict_network`, with BN MLPs predicted too.
+    """:func:`gradprobe.theory.network.predict_network` (``options``: ``q0``,
+    ``in_features``, ``n_outputs``), with BN MLPs predicted too.
 
     A BN MLP (module or spec with ``net.norm = batch``) goes to
     :func:`gradprobe.theory.batchnorm.bn_network_prediction` at ``batch_size`` (default: an
@@ -46,14 +41,14 @@ def predict_network(
         >>> net.applies, round(float(net.path.chi[2]), 3)
         (True, 1.522)
     """
-    if depth is not None:
+    if options.get("depth") is not None:
         raise UserError("depth comes from the model or spec; do not pass it")
-    q0f = network.checked_q0(q0)
-    bn = bn_network_prediction(model_or_spec, batch_size=batch_size, q0=q0f,
-                               in_features=in_features, n_outputs=n_outputs)
+    bn = bn_network_prediction(model_or_spec, batch_size=batch_size,
+                               q0=network.checked_q0(options.get("q0")),
+                               in_features=options.get("in_features"),
+                               n_outputs=options.get("n_outputs"))
     if bn is None:
-        return network.predict_network(model_or_spec, q0=q0, in_features=in_features,
-                                       n_outputs=n_outputs)
+        return network.predict_network(model_or_spec, **options)
     if bn.info.problems:
         raise UserError(f"mean-field theory does not apply: {bn.info.reason}")
     return bn
