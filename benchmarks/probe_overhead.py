@@ -9,17 +9,23 @@ all of them alike:
   (``update_to_weight_ratio``), as gradprobe's trainer runs it;
 * ``probe every=1, no watch``: the same without the optimizer snapshot;
 * ``probe every=10``: one step in ten recorded (watched);
-* ``tb histograms every step``: what users reach for today, a TensorBoard histogram of
-  every layer's weight gradient every step (``SummaryWriter.add_histogram``).
+* peers (``benchmarks/peers.py``), each run when its package is installed and named as
+  skipped when not: one gradient norm per parameter (Lightning's ``grad_norm``), TensorBoard
+  gradient histograms every step, W&B ``watch(log="gradients")`` every step and every 10
+  (offline), Cockpit with GradNorm only and Cockpit "economy" (``--slow-steps`` steps per
+  round: it is two orders of magnitude slower).
+
+Before timing, one step checks that gradprobe's ``weight_grad_norm`` equals autograd's
+(``.grad`` of every weight) and Cockpit's ``GradNorm`` on the same step.
 
 Prints one line per variant: the median over rounds of (time per step / bare time per step
-in the same round). Targets: every=1 <= 1.05x, every=10 <= 1.01x.
+in the same round). Targets (issue 16): every=1 <= 1.10x (stretch 1.05x), every=10 <= 1.02x.
 
 ``--breakdown`` adds the probe with one capture at a time (every step, no watch).
 
 Usage:
     python benchmarks/probe_overhead.py [--rounds 15] [--steps 20] [--threads N]
-                                        [--device cpu|cuda] [--breakdown]
+                                        [--device cpu|cuda] [--breakdown] [--no-peers]
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import argparse
 import os
 import platform
 import statistics
-import tempfile
+import sys
 import time
 from collections.abc import Callable
 
@@ -36,6 +42,9 @@ import torch
 from torch import nn
 
 import gradprobe as gp
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers  # noqa: E402  (the sibling module of peer variants)
 
 DEPTH, WIDTH, BATCH, CLASSES = 20, 256, 256, 10
 
@@ -60,6 +69,9 @@ def main() -> None:
         "--breakdown", action="store_true",
         help="also time the probe with one capture at a time (every step, no watch)",
     )
+    ap.add_argument("--no-peers", action="store_true", help="skip the peer tools")
+    ap.add_argument("--slow-steps", type=int, default=2,
+                    help="steps per round for Cockpit economy (very slow)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -81,13 +93,6 @@ def main() -> None:
     def update() -> None:
         opt.step()
         opt.zero_grad()
-
-    from torch.utils.tensorboard import SummaryWriter
-
-    tmp = tempfile.TemporaryDirectory()
-    writer = SummaryWriter(tmp.name)
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    tb_step = [0]
 
     def run_bare(n: int) -> None:
         for _ in range(n):
@@ -111,21 +116,39 @@ def main() -> None:
 
         return run
 
-    def run_tb(n: int) -> None:
-        for _ in range(n):
-            backward()
-            for name, m in linears:
-                writer.add_histogram(f"grad/{name}", m.weight.grad, tb_step[0])
-            tb_step[0] += 1
-            update()
-
     variants: dict[str, Callable[[int], None]] = {
         "bare": run_bare,
         "probe every=1": run_probe(1, watch=True),
         "probe every=1, no watch": run_probe(1, watch=False),
         "probe every=10": run_probe(10, watch=True),
-        "tb histograms every step": run_tb,
     }
+    steps_of = {name: args.steps for name in variants}
+    tmp = peers.new_tempdir()
+    skipped: list[str] = []
+    if not args.no_peers:
+        batch = (x, y)
+
+        def opt_for(m: nn.Module) -> torch.optim.Optimizer:
+            return torch.optim.SGD(m.parameters(), lr=1e-3)
+
+        check_norms(model, batch)
+        variants["param grad norms (Lightning)"] = peers.param_grad_norms(model, opt_for, batch)
+        steps_of["param grad norms (Lightning)"] = args.steps
+        for name, (fn, why), steps in [
+            ("tb histograms every step",
+             peers.tensorboard_histograms(model, opt_for, batch, tmp.name), args.steps),
+            ("wandb watch every step", peers.wandb_watch(model, opt_for, batch, tmp.name, 1),
+             args.steps),
+            ("wandb watch every 10", peers.wandb_watch(model, opt_for, batch, tmp.name, 10),
+             args.steps),
+            ("cockpit GradNorm", peers.cockpit_variant(model, opt_for, batch, False), args.steps),
+            ("cockpit economy", peers.cockpit_variant(model, opt_for, batch, True),
+             args.slow_steps),
+        ]:
+            if fn is None:
+                skipped.append(f"{name}: {why}")
+            else:
+                variants[name], steps_of[name] = fn, steps
     if args.breakdown:
         for label, qs in [
             ("  only params", ["weight_grad_norm", "bias_grad_norm", "weight_norm"]),
@@ -143,11 +166,10 @@ def main() -> None:
         for name in names[k:] + names[:k]:
             sync()
             t0 = time.perf_counter()
-            variants[name](args.steps)
+            variants[name](steps_of[name])
             sync()
             if r:
-                times[name].append((time.perf_counter() - t0) / args.steps)
-    writer.close()
+                times[name].append((time.perf_counter() - t0) / steps_of[name])
     tmp.cleanup()
 
     where = (
@@ -163,7 +185,32 @@ def main() -> None:
     for name in names:
         ratio = statistics.median(t / b for t, b in zip(times[name], bare, strict=True))
         ms = 1e3 * statistics.median(times[name])
-        print(f"{name:<26} {ratio:6.3f}x bare   ({ms:.2f} ms/step)")
+        print(f"{name:<30} {ratio:7.3f}x bare   ({ms:.2f} ms/step)")
+    for line in skipped:
+        print(f"skipped {line}")
+
+
+def check_norms(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """gradprobe's weight-gradient norms against autograd's and Cockpit's, one step."""
+    probe = gp.Probe(model, quantities=["weight_grad_norm"])
+    with probe:
+        model.zero_grad()
+        nn.functional.cross_entropy(model(batch[0]), batch[1]).backward()
+        probe.step()
+    ours = probe.frame().sort_values("depth")["value"].to_numpy()
+    weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    autograd = torch.stack([w.grad.norm() for w in weights]).double().numpy()
+    model.zero_grad()
+    worst = float(abs(ours / autograd - 1).max())
+    line = f"# weight_grad_norm vs autograd: max rel. difference {worst:.1e}"
+    cockpit = peers.cockpit_grad_norms(model, batch)
+    if cockpit is not None:
+        params = list(model.parameters())
+        ids = [next(i for i, p in enumerate(params) if p is w) for w in weights]
+        theirs = [cockpit[i] for i in ids]
+        worst_c = max(abs(a / b - 1) for a, b in zip(ours, theirs, strict=True))
+        line += f"; vs Cockpit GradNorm: {worst_c:.1e}"
+    print(line)
 
 
 if __name__ == "__main__":
