@@ -6,9 +6,13 @@ The callback drives the training loop's own :class:`~gradprobe.train.ProbeCallba
 Lightning's hooks, so both record the same way. The probe closes one step per optimizer
 step, in ``on_before_optimizer_step`` (after backward, before the update, so gradients and
 weights are those of the step), watches the trainer's optimizers for
-``update_to_weight_ratio``, and sends the new rows to the trainer's logger as
-``{prefix}/{quantity}/{layer}`` at the probe's step index (which is the trainer's
-``global_step`` of the batch). After ``fit``, ``callback.probe`` holds the record.
+``update_to_weight_ratio``, and logs the new rows through ``pl_module.log_dict`` as
+``{prefix}/{quantity}/{layer}`` (every attached logger, rank zero only, at the trainer's
+step). After ``fit``, ``callback.probe`` holds the record.
+
+Gradient accumulation (``accumulate_grad_batches=k``) runs k forwards per optimizer step:
+the probe measures the first micro-batch of each step (signals, activations) and the
+accumulated weight gradient, and does not take the later micro-batches for weight sharing.
 
 Example:
     >>> from gradprobe.integrations.lightning import GradProbeCallback   # doctest: +SKIP
@@ -97,15 +101,15 @@ class GradProbeCallback(pl.Callback):
     ) -> None:
         if self.probe is None:
             return
+        if not self._stepped and self.probe.attached:
+            self.probe.end_micro_batch()  # accumulating: the next forward is the same step's
         rows = self.probe.rows(self._cursor)
         self._cursor += len(rows)
-        if not (self.log and rows and trainer.logger is not None):
+        if not (self.log and rows and trainer.loggers):
             return
-        by_step: dict[int, dict[str, float]] = {}
-        for step, layer, _, quantity, value in rows:
-            by_step.setdefault(step, {})[tag(self.prefix, quantity, layer)] = value
-        for step, metrics in sorted(by_step.items()):
-            trainer.logger.log_metrics(metrics, step=step)
+        metrics = {tag(self.prefix, quantity, layer): float(value)
+                   for _, layer, _, quantity, value in rows}
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False, rank_zero_only=True)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         self.core.finish()
