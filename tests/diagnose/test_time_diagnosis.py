@@ -82,6 +82,7 @@ def test_vanilla_tanh_rnn_at_length_100_vanishes_through_time():
     assert got == pytest.approx(want, rel=0.02)  # q_x is the evidence batches', not all x
     assert got == pytest.approx(f.evidence["per_step_factor"], rel=0.15)  # width 32
     assert f.to_dict()["evidence"]["axis"] == "time"
+    assert "through time rnn/l0: 10^-" in diag.headline()
 
 
 def test_lstm_with_forget_bias_one_is_not_exploding():
