@@ -16,16 +16,7 @@ from gradprobe.diagnosis.evidence import _batches
 from gradprobe.diagnosis.time_evidence import gaussian_like
 from gradprobe.theory.recurrent import rnn_time_factor
 
-
-class Seq(nn.Module):
-    """A recurrent layer, then a linear head on the last step's output."""
-
-    def __init__(self, rnn: nn.Module, hidden: int, classes: int = 4) -> None:
-        super().__init__()
-        self.rnn, self.head = rnn, nn.Linear(hidden, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.rnn(x)[0][:, -1])
+from .seq_models import Seq
 
 
 def _xavier_rnn(features: int = 8, hidden: int = 32) -> Seq:

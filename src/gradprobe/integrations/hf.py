@@ -39,9 +39,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extra
     raise ImportError("gradprobe.integrations.hf needs transformers: "
                       "pip install transformers") from exc
 
-from gradprobe.probe import Probe
+from gradprobe.integrations.driver import ProbeDriver
 from gradprobe.record import profile_at, tidy_frame
-from gradprobe.train import ProbeCallback
 
 
 def headline(rows: Sequence[tuple[int, str, int, str, float]], prefix: str) -> dict[str, float]:
@@ -69,39 +68,14 @@ def headline(rows: Sequence[tuple[int, str, int, str, float]], prefix: str) -> d
     }
 
 
-class GradProbeCallback(TrainerCallback):
-    """Record gradient flow during ``Trainer.train``.
+class GradProbeCallback(ProbeDriver, TrainerCallback):
+    """Record gradient flow during ``Trainer.train``; arguments as :class:`ProbeDriver`
+    (``every``, ``quantities``, ``log``: add headline numbers to the trainer's logs,
+    ``prefix``, ``on_unknown``)."""
 
-    Args:
-        every: record every ``every``-th optimizer step (and the first).
-        quantities: quantity names to record (default: all).
-        log: add headline numbers to the trainer's logs in ``on_log``.
-        prefix: metric-name prefix.
-        on_unknown: passed to :class:`Probe` (``"warn"`` or ``"raise"``).
-    """
-
-    def __init__(
-        self,
-        every: int = 1,
-        *,
-        quantities: Sequence[str] | None = None,
-        log: bool = True,
-        prefix: str = "gradprobe",
-        on_unknown: str = "warn",
-    ) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
-        if on_unknown not in ("warn", "raise"):
-            raise ValueError(f"on_unknown must be 'warn' or 'raise', got {on_unknown!r}")
-        self.every, self.log, self.prefix = every, log, prefix
-        self.core = ProbeCallback(every, quantities=quantities, on_unknown=on_unknown)
-        self._cursor = 0
+    def __init__(self, every: int = 1, **kwargs: Any) -> None:
+        super().__init__(every, **kwargs)
         self._headline: dict[str, float] = {}
-
-    @property
-    def probe(self) -> Probe | None:
-        """The probe (None before training set it up)."""
-        return self.core.probe
 
     def add_to(self, trainer: Any) -> GradProbeCallback:
         """Put this callback first on ``trainer``, so reporting integrations log its numbers."""

@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 try:
@@ -37,49 +36,18 @@ except ImportError:  # pragma: no cover - depends on the installed extra
             "pip install 'gradprobe[lightning]'"
         ) from exc
 
+from gradprobe.integrations.driver import ProbeDriver
 from gradprobe.integrations.tensorboard import tag
-from gradprobe.probe import Probe
-from gradprobe.train import ProbeCallback
 
 
-class GradProbeCallback(pl.Callback):
-    """Record gradient flow during ``Trainer.fit``.
+class GradProbeCallback(ProbeDriver, pl.Callback):
+    """Record gradient flow during ``Trainer.fit``; arguments as :class:`ProbeDriver`
+    (``every``, ``quantities``, ``log``, ``prefix``, ``on_unknown``)."""
 
-    Args:
-        every: record every ``every``-th optimizer step (and the first).
-        quantities: quantity names to record (default: all).
-        log: send recorded values to ``trainer.logger`` (when there is one).
-        prefix: metric-name prefix.
-        on_unknown: passed to :class:`Probe` (``"warn"`` or ``"raise"``).
-    """
-
-    def __init__(
-        self,
-        every: int = 1,
-        *,
-        quantities: Sequence[str] | None = None,
-        log: bool = True,
-        prefix: str = "gradprobe",
-        on_unknown: str = "warn",
-    ) -> None:
-        super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
-        if on_unknown not in ("warn", "raise"):
-            raise ValueError(f"on_unknown must be 'warn' or 'raise', got {on_unknown!r}")
-        self.every = every
-        self.quantities = list(quantities) if quantities is not None else None
-        self.log = log
-        self.prefix = prefix
-        self.on_unknown = on_unknown
-        self.core = ProbeCallback(every, quantities=self.quantities, on_unknown=on_unknown)
+    def __init__(self, every: int = 1, **kwargs: Any) -> None:
+        ProbeDriver.__init__(self, every, **kwargs)
+        pl.Callback.__init__(self)
         self._stepped = False
-        self._cursor = 0
-
-    @property
-    def probe(self) -> Probe | None:
-        """The probe (None before ``fit`` set it up)."""
-        return self.core.probe
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit":

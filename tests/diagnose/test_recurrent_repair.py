@@ -21,14 +21,7 @@ from gradprobe.diagnosis.repair import RNN_CANDIDATES, _choose
 from gradprobe.diagnosis.surgery import CannotApply
 from gradprobe.sequence_tasks import copy_problem
 
-
-class Seq(nn.Module):
-    def __init__(self, rnn: nn.Module, hidden: int, classes: int = 4) -> None:
-        super().__init__()
-        self.rnn, self.head = rnn, nn.Linear(hidden, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.rnn(x)[0][:, -1])
+from .seq_models import Seq
 
 
 class UsesState(Seq):
