@@ -143,3 +143,37 @@ def test_gaussian_like_tells_gaussian_from_orthogonal():
     assert gaussian_like(w)
     assert not gaussian_like(q) and not gaussian_like(torch.eye(64))
     assert not gaussian_like(torch.zeros(4, 4))
+
+
+class CellLoop(nn.Module):
+    """A loop written by hand around one nn.RNNCell."""
+
+    def __init__(self, features: int = 8, hidden: int = 32) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.cell, self.head = nn.RNNCell(features, hidden), nn.Linear(hidden, 4)
+        nn.init.xavier_normal_(self.cell.weight_hh)
+        nn.init.xavier_normal_(self.cell.weight_ih)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.new_zeros(len(x), self.cell.hidden_size)
+        for t in range(x.shape[1]):
+            h = self.cell(x[:, t], h)
+        return self.head(h)
+
+
+def test_hand_written_cell_loop_vanishes_through_time_with_theory():
+    model = CellLoop()
+    x, y = _data(256, 60)
+    diag = gp.diagnose(model, (x, y))
+    f = diag.by_kind("vanishing_gradient")
+    assert f is not None and f.evidence["axis"] == "time" and f.layers == ["cell"]
+    assert f.evidence["time_steps"] == 60
+    cell = model.cell
+    want = rnn_time_factor(
+        "tanh", float(cell.weight_hh.detach().pow(2).mean()) * 32,
+        sigma_u2=float(cell.weight_ih.detach().pow(2).mean()) * 8,
+        sigma_b2=float((cell.bias_ih + cell.bias_hh).detach().pow(2).mean()),
+        q_x=float(x.double().pow(2).mean()),
+    ).factor
+    assert f.evidence["theory_per_step_factor"] == pytest.approx(want, rel=0.02)

@@ -66,13 +66,14 @@ def gaussian_like(w: torch.Tensor) -> bool:
 
 @contextmanager
 def input_levels(model: nn.Module) -> Iterator[dict[str, float]]:
-    """Record the mean square of each fused recurrent module's input (first call only)."""
+    """Record the mean square of each recurrent module's input (``nn.RNN``/``LSTM``/``GRU``,
+    ``nn.RNNCell``; first call only)."""
     from gradprobe.probe.unroll import RECURRENT_TYPES
 
     levels: dict[str, float] = {}
     handles = []
     for name, m in model.named_modules():
-        if isinstance(m, RECURRENT_TYPES):
+        if isinstance(m, (*RECURRENT_TYPES, nn.RNNCell)):
             def pre(mod: nn.Module, args: tuple[Any, ...], name: str = name or "model") -> None:
                 x = args[0] if args else None
                 if name not in levels and isinstance(x, torch.Tensor):
@@ -88,13 +89,14 @@ def input_levels(model: nn.Module) -> Iterator[dict[str, float]]:
 def _theory(m: nn.Module, layer: str, q_x: float | None) -> tuple[float | None, float | None, str]:
     from gradprobe.theory.recurrent import rnn_time_factor
 
-    if not isinstance(m, nn.RNN):
+    if not isinstance(m, (nn.RNN, nn.RNNCell)):
         return None, None, "mean-field theory covers vanilla RNNs only (not gated cells)"
-    if not layer.endswith("/l0") and not layer.endswith("/l0_reverse"):
+    if isinstance(m, nn.RNN) and not layer.endswith(("/l0", "/l0_reverse")):
         return None, None, "theory is computed for the first layer only"
     if q_x is None:
         return None, None, "the layer's input was not seen"
-    suffix = "_l0_reverse" if layer.endswith("_reverse") else "_l0"
+    suffix = "" if isinstance(m, nn.RNNCell) else (
+        "_l0_reverse" if layer.endswith("_reverse") else "_l0")
     w_hh = getattr(m, "weight_hh" + suffix).detach().double()
     w_ih = getattr(m, "weight_ih" + suffix).detach().double()
     if not gaussian_like(w_hh):
