@@ -48,6 +48,16 @@ def _first_last_by_hand(model: Seq, x: torch.Tensor, y: torch.Tensor) -> float:
     return math.log10(float(states[0].grad.norm() / states[-1].grad.norm()))
 
 
+def _theory(w_ih: torch.Tensor, w_hh: torch.Tensor, bias: torch.Tensor,
+            x: torch.Tensor) -> float:
+    """The mean-field per-step factor from the weights' variances and the input's scale."""
+    return rnn_time_factor(
+        "tanh", float(w_hh.detach().pow(2).mean()) * w_hh.shape[1],
+        sigma_u2=float(w_ih.detach().pow(2).mean()) * w_ih.shape[1],
+        sigma_b2=float(bias.detach().pow(2).mean()), q_x=float(x.double().pow(2).mean()),
+    ).factor
+
+
 def test_vanilla_tanh_rnn_at_length_100_vanishes_through_time():
     model = _xavier_rnn()
     x, y = _data(512, 100)
@@ -63,12 +73,7 @@ def test_vanilla_tanh_rnn_at_length_100_vanishes_through_time():
     assert f.evidence["log10_change"] <= math.log10(Thresholds().time_vanishing_error)
     # the theory beside it, from the weights' variances and the input's mean square
     rnn = model.rnn
-    want = rnn_time_factor(
-        "tanh", float(rnn.weight_hh_l0.detach().pow(2).mean()) * 32,
-        sigma_u2=float(rnn.weight_ih_l0.detach().pow(2).mean()) * 8,
-        sigma_b2=float((rnn.bias_ih_l0 + rnn.bias_hh_l0).detach().pow(2).mean()),
-        q_x=float(x.double().pow(2).mean()),
-    ).factor
+    want = _theory(rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0 + rnn.bias_hh_l0, x)
     got = f.evidence["theory_per_step_factor"]
     assert got == pytest.approx(want, rel=0.02)  # q_x is the evidence batches', not all x
     assert got == pytest.approx(f.evidence["per_step_factor"], rel=0.15)  # width 32
@@ -170,10 +175,5 @@ def test_hand_written_cell_loop_vanishes_through_time_with_theory():
     assert f is not None and f.evidence["axis"] == "time" and f.layers == ["cell"]
     assert f.evidence["time_steps"] == 60
     cell = model.cell
-    want = rnn_time_factor(
-        "tanh", float(cell.weight_hh.detach().pow(2).mean()) * 32,
-        sigma_u2=float(cell.weight_ih.detach().pow(2).mean()) * 8,
-        sigma_b2=float((cell.bias_ih + cell.bias_hh).detach().pow(2).mean()),
-        q_x=float(x.double().pow(2).mean()),
-    ).factor
+    want = _theory(cell.weight_ih, cell.weight_hh, cell.bias_ih + cell.bias_hh, x)
     assert f.evidence["theory_per_step_factor"] == pytest.approx(want, rel=0.02)
