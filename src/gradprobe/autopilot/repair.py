@@ -29,13 +29,9 @@ def build(model: nn.Module, ctx: Any) -> tuple[nn.Module, str]:
                  "ratio, adaptive clipping and unit revival during training")
 
 
-def train(model: nn.Module, problem: Any, **settings: Any) -> Any:
-    """:func:`gradprobe.diagnosis.training.train_run` with autopilot as a callback.
-
-    The autopilot initialises the network on the problem's inputs, then adapts as it trains.
-    """
+def callbacks(problem: Any) -> list[Any]:
+    """The repair run's callbacks: autopilot, initialising on the problem's inputs."""
     from gradprobe.autopilot.controller import Autopilot
-    from gradprobe.diagnosis.training import train_data, train_run
+    from gradprobe.diagnosis.training import train_data
 
-    return train_run(model, problem, callbacks=[Autopilot(data=train_data(problem))],
-                     **settings)
+    return [Autopilot(data=train_data(problem))]

@@ -77,6 +77,9 @@ class Diagnosis:
                      f"{t.chi1:.3g}, {t.phase})")
         else:
             line += "; theory does not apply"
+        for r in self.evidence.time:
+            line += (f"; through time {r.layer}: {fmt10(r.log10_first_last)} over {r.steps} "
+                     f"steps (x{r.per_step:.3g} per step)")
         return line
 
     def to_dict(self) -> dict[str, Any]:

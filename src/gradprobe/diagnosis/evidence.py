@@ -40,6 +40,7 @@ from torch import nn
 from gradprobe.diagnosis.findings import jsonable
 from gradprobe.diagnosis.inputs import Problem, model_device
 from gradprobe.diagnosis.theory_view import TheoryView, theory_view
+from gradprobe.diagnosis.time_evidence import TimeRow, input_levels, time_rows
 from gradprobe.errors import UserError
 from gradprobe.nets.init import fans
 from gradprobe.outputs import cast_inputs, compute_loss, model_dtype
@@ -148,6 +149,7 @@ class Evidence:
     training: TrainingRun | None = None
     unknown_layers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    time: list[TimeRow] = field(default_factory=list)  # recurrent layers, through time
 
     def layer(self, depth: int) -> LayerRow | None:
         """The weight layer at ``depth``."""
@@ -170,6 +172,7 @@ class Evidence:
             "training": self.training.to_dict() if self.training else None,
             "unknown_layers": self.unknown_layers,
             "notes": self.notes,
+            "time": [asdict(r) for r in self.time],
         })
 
 
@@ -238,6 +241,7 @@ def collect_evidence(
     """
     from gradprobe.probe import Probe
     from gradprobe.probe import handlers as H
+    from gradprobe.probe.recurrent import TimeProbe
 
     if n_batches < 1 or batch_size < 1:
         raise UserError("n_batches and batch_size must be >= 1")
@@ -259,7 +263,9 @@ def collect_evidence(
 
     device, dtype = model_device(work), model_dtype(work)
     nonfinite = False
-    with probe, seeded(seed, device):  # dropout and other randomness inside the model
+    time_probe = TimeProbe(work)
+    # seeded: dropout and other randomness inside the model
+    with probe, time_probe, input_levels(work) as levels, seeded(seed, device):
         for idx in _batches(problem.n, batch_size, n_batches, seed):
             work.zero_grad(set_to_none=True)
             x, y = (cast_inputs(t[idx].to(device), dtype) for t in (problem.x, problem.y))
@@ -273,6 +279,7 @@ def collect_evidence(
                 nonfinite = True
             loss.backward()
             probe.step()
+            time_probe.step()
     frame = tidy_frame(probe.rows())
     layer_info = probe.layers  # (depth, name, type)
     if not layer_info:
@@ -354,6 +361,7 @@ def collect_evidence(
         layers=layers, activations=activations, profile=profile, theory=view,
         n_batches=n_batches, batch_size=min(batch_size, problem.n), has_norm=has_norm,
         unknown_layers=unknown, notes=notes + list(problem.notes),
+        time=time_rows(time_probe.frame(), work, levels),
     )
 
 

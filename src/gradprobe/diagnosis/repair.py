@@ -30,8 +30,15 @@ from torch import nn
 from gradprobe.diagnosis.diagnosis import DEFAULT_LR, DEFAULT_OPTIMIZER, clone, prepare
 from gradprobe.diagnosis.evidence import BATCH_SIZE, Evidence, TrainingRun, collect_evidence
 from gradprobe.diagnosis.findings import DEFAULT_THRESHOLDS, Thresholds, jsonable
-from gradprobe.diagnosis.inputs import LossFn
-from gradprobe.diagnosis.rules import dead_findings, fmt10, gradient_findings
+from gradprobe.diagnosis.inputs import LossFn, Problem
+from gradprobe.diagnosis.recurrent_fixes import (
+    ClipGradNorm,
+    forget_bias_one,
+    has_recurrent,
+    recurrent_init,
+    to_gated,
+)
+from gradprobe.diagnosis.rules import dead_findings, fmt10, gradient_findings, time_findings
 from gradprobe.diagnosis.surgery import (
     CannotApply,
     add_residual,
@@ -41,6 +48,7 @@ from gradprobe.diagnosis.surgery import (
 )
 from gradprobe.diagnosis.training import train_run
 from gradprobe.errors import UserError
+from gradprobe.train import Callback
 
 #: Evidence batches per candidate: two keep the gradient columns cheap; the verdict rests
 #: on training, not on them.
@@ -70,10 +78,11 @@ class Candidate:
     training (autopilot)."""
 
     name: str
-    kind: str  # baseline | activation | init | norm | residual | lr | adaptive
+    kind: str  # baseline | activation | init | norm | residual | lr | adaptive | recurrent | clip
     build: Build
     lr_factor: float = 1.0
-    train: Callable[..., TrainingRun] | None = None
+    #: training-loop callbacks for candidates that act while training (autopilot, clipping)
+    callbacks: Callable[[Problem], Sequence[Callback]] | None = None
 
 
 def _unchanged(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, str]:
@@ -140,11 +149,40 @@ def _autopilot_build(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, s
     return build(model, ctx)
 
 
-def _autopilot_train(*args: Any, **kwargs: Any) -> TrainingRun:
-    from gradprobe.autopilot.repair import train
+def _autopilot_callbacks(problem: Problem) -> list[Callback]:
+    from gradprobe.autopilot.repair import callbacks
 
-    return train(*args, **kwargs)
+    return callbacks(problem)
 
+
+def _gated(kind: str) -> Build:
+    def build(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, str]:
+        return to_gated(model, kind, ctx.x, ctx.seed)
+
+    return build
+
+
+def _recurrent_init(how: str) -> Build:
+    def build(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, str]:
+        return recurrent_init(model, how, ctx.seed)
+
+    return build
+
+
+def _clip_model(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, str]:
+    return copy.deepcopy(model), "unchanged model; gradient norm clipped to 1 in training"
+
+
+#: Candidates for models with recurrent layers (tried by default only on those).
+RNN_CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("lstm for rnn", "recurrent", _gated("LSTM")),
+    Candidate("gru for rnn", "recurrent", _gated("GRU")),
+    Candidate("rnn orthogonal recurrent", "recurrent", _recurrent_init("orthogonal")),
+    Candidate("irnn", "recurrent", _recurrent_init("identity")),
+    Candidate("lstm forget bias 1", "recurrent", lambda m, ctx: forget_bias_one(m)),
+    Candidate("clip grad norm 1", "clip", _clip_model,
+              callbacks=lambda problem: [ClipGradNorm(1.0)]),
+)
 
 #: The candidates, in the order they are tried.
 CANDIDATES: tuple[Candidate, ...] = (
@@ -158,7 +196,7 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("init critical (theory)", "init", _critical),
     Candidate("batchnorm", "norm", _batchnorm),
     Candidate("residual", "residual", _residual),
-    Candidate("autopilot", "adaptive", _autopilot_build, train=_autopilot_train),
+    Candidate("autopilot", "adaptive", _autopilot_build, callbacks=_autopilot_callbacks),
     Candidate("lr x10", "lr", _unchanged, lr_factor=10.0),
     Candidate("lr x0.1", "lr", _unchanged, lr_factor=0.1),
 )
@@ -260,7 +298,7 @@ def _pct(v: Any) -> str:
 
 def _has_problem(run: TrainingRun, ev: Evidence, th: Thresholds) -> bool:
     judged = run.steps >= th.min_training_steps
-    return (run.status == "diverged" or bool(gradient_findings(ev, th))
+    return (run.status == "diverged" or bool(gradient_findings(ev, th) + time_findings(ev, th))
             or (judged and (bool(run.stalled)
                             or run.final_loss > th.underfit_loss_fraction * run.initial_loss)))
 
@@ -312,7 +350,7 @@ def repair(
     if isinstance(budget_steps, bool) or not isinstance(budget_steps, int) or budget_steps < 1:
         raise UserError(f"budget_steps must be an integer >= 1, got {budget_steps!r}")
     th = thresholds or DEFAULT_THRESHOLDS
-    chosen = _choose(candidates)
+    chosen = _choose(candidates, has_recurrent(model))
     problem = prepare(model, data, loss_fn)
     base_ev = collect_evidence(model, problem, n_batches=REPAIR_EVIDENCE_BATCHES,
                                batch_size=batch_size, seed=seed)
@@ -326,13 +364,13 @@ def repair(
     for cand in chosen:
         try:
             changed, what = cand.build(original, ctx)
-            ev = base_ev if cand.kind in ("baseline", "lr") else collect_evidence(
+            ev = base_ev if cand.kind in ("baseline", "lr", "clip") else collect_evidence(
                 changed, problem, n_batches=REPAIR_EVIDENCE_BATCHES, batch_size=batch_size,
                 seed=seed, theory=False)
-            trainer = cand.train or train_run
-            run = trainer(copy.deepcopy(changed), problem, steps=budget_steps,
-                          lr=lr * cand.lr_factor, optimizer=optimizer,
-                          batch_size=batch_size, seed=seed, thresholds=th)
+            run = train_run(copy.deepcopy(changed), problem, steps=budget_steps,
+                            lr=lr * cand.lr_factor, optimizer=optimizer,
+                            batch_size=batch_size, seed=seed, thresholds=th,
+                            callbacks=cand.callbacks(problem) if cand.callbacks else ())
         except CannotApply as exc:
             skipped.append((cand.name, str(exc)))
             continue
@@ -341,7 +379,8 @@ def repair(
                 raise
             skipped.append((cand.name, f"failed: {type(exc).__name__}: {exc}"))
             continue
-        remaining = [f.kind for f in gradient_findings(ev, th) + dead_findings(ev, th)]
+        remaining = [f.kind for f in gradient_findings(ev, th) + time_findings(ev, th)
+                     + dead_findings(ev, th)]
         models[cand.name], runs[cand.name] = changed, run
         rows.append({
             "candidate": cand.name, "kind": cand.kind,
@@ -370,10 +409,11 @@ def repair(
                         optimizer=optimizer, seed=seed, models=models, runs=runs)
 
 
-def _choose(candidates: Sequence[str | Candidate] | None) -> list[Candidate]:
+def _choose(candidates: Sequence[str | Candidate] | None,
+            recurrent: bool = False) -> list[Candidate]:
     if candidates is None:
-        return list(CANDIDATES)
-    by_name = {c.name: c for c in CANDIDATES}
+        return list(CANDIDATES) + (list(RNN_CANDIDATES) if recurrent else [])
+    by_name = {c.name: c for c in CANDIDATES + RNN_CANDIDATES}
     out = [by_name["baseline"]]
     for c in candidates:
         if isinstance(c, Candidate):

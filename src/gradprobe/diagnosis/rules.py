@@ -15,6 +15,7 @@ from __future__ import annotations
 from gradprobe.diagnosis.evidence import Evidence
 from gradprobe.diagnosis.findings import DEFAULT_THRESHOLDS, Finding, Thresholds
 from gradprobe.diagnosis.gradient_rules import decompose, gradient_findings, init_findings
+from gradprobe.diagnosis.time_rules import time_findings
 from gradprobe.diagnosis.training_rules import nonfinite_findings, training_findings
 from gradprobe.diagnosis.unit_rules import dead_findings, saturation_findings
 from gradprobe.diagnosis.wording import fmt10
@@ -28,6 +29,7 @@ __all__ = [
     "init_findings",
     "nonfinite_findings",
     "saturation_findings",
+    "time_findings",
     "training_findings",
 ]
 
@@ -36,6 +38,7 @@ def apply_rules(ev: Evidence, th: Thresholds = DEFAULT_THRESHOLDS) -> list[Findi
     """All findings, most severe first (stable within a severity)."""
     gradient = gradient_findings(ev, th)
     findings = (nonfinite_findings(ev) + gradient + init_findings(ev, gradient, th)
+                + time_findings(ev, th)
                 + dead_findings(ev, th) + saturation_findings(ev, th)
                 + training_findings(ev, gradient, th))
     order = {"error": 0, "warning": 1, "info": 2}

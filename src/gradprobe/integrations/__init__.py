@@ -1,5 +1,7 @@
 """Integrations with training tools; each submodule is imported on first use.
 
+* ``gradprobe.integrations.hf``: :class:`GradProbeCallback`, a ``transformers``
+  ``TrainerCallback`` (needs ``transformers``);
 * ``gradprobe.integrations.lightning``: :class:`GradProbeCallback` (needs ``lightning``);
 * ``gradprobe.integrations.tensorboard``: :func:`write_probe` / :func:`write_frame` (any
   ``SummaryWriter``).
@@ -14,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("lightning", "tensorboard")
+_SUBMODULES = ("hf", "lightning", "tensorboard")
 
 __all__ = list(_SUBMODULES)
 

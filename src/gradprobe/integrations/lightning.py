@@ -6,9 +6,13 @@ The callback drives the training loop's own :class:`~gradprobe.train.ProbeCallba
 Lightning's hooks, so both record the same way. The probe closes one step per optimizer
 step, in ``on_before_optimizer_step`` (after backward, before the update, so gradients and
 weights are those of the step), watches the trainer's optimizers for
-``update_to_weight_ratio``, and sends the new rows to the trainer's logger as
-``{prefix}/{quantity}/{layer}`` at the probe's step index (which is the trainer's
-``global_step`` of the batch). After ``fit``, ``callback.probe`` holds the record.
+``update_to_weight_ratio``, and logs the new rows through ``pl_module.log_dict`` as
+``{prefix}/{quantity}/{layer}`` (every attached logger, rank zero only, at the trainer's
+step). After ``fit``, ``callback.probe`` holds the record.
+
+Gradient accumulation (``accumulate_grad_batches=k``) runs k forwards per optimizer step:
+the probe measures the first micro-batch of each step (signals, activations) and the
+accumulated weight gradient, and does not take the later micro-batches for weight sharing.
 
 Example:
     >>> from gradprobe.integrations.lightning import GradProbeCallback   # doctest: +SKIP
@@ -19,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 try:
@@ -34,49 +37,18 @@ except ImportError:  # pragma: no cover - depends on the installed extra
         ) from exc
 
 from gradprobe.autopilot.lightning import AutopilotCallback  # noqa: F401 (re-exported)
+from gradprobe.integrations.driver import ProbeDriver
 from gradprobe.integrations.tensorboard import tag
-from gradprobe.probe import Probe
-from gradprobe.train import ProbeCallback
 
 
-class GradProbeCallback(pl.Callback):
-    """Record gradient flow during ``Trainer.fit``.
+class GradProbeCallback(ProbeDriver, pl.Callback):
+    """Record gradient flow during ``Trainer.fit``; arguments as :class:`ProbeDriver`
+    (``every``, ``quantities``, ``log``, ``prefix``, ``on_unknown``)."""
 
-    Args:
-        every: record every ``every``-th optimizer step (and the first).
-        quantities: quantity names to record (default: all).
-        log: send recorded values to ``trainer.logger`` (when there is one).
-        prefix: metric-name prefix.
-        on_unknown: passed to :class:`Probe` (``"warn"`` or ``"raise"``).
-    """
-
-    def __init__(
-        self,
-        every: int = 1,
-        *,
-        quantities: Sequence[str] | None = None,
-        log: bool = True,
-        prefix: str = "gradprobe",
-        on_unknown: str = "warn",
-    ) -> None:
-        super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
-        if on_unknown not in ("warn", "raise"):
-            raise ValueError(f"on_unknown must be 'warn' or 'raise', got {on_unknown!r}")
-        self.every = every
-        self.quantities = list(quantities) if quantities is not None else None
-        self.log = log
-        self.prefix = prefix
-        self.on_unknown = on_unknown
-        self.core = ProbeCallback(every, quantities=self.quantities, on_unknown=on_unknown)
+    def __init__(self, every: int = 1, **kwargs: Any) -> None:
+        ProbeDriver.__init__(self, every, **kwargs)
+        pl.Callback.__init__(self)
         self._stepped = False
-        self._cursor = 0
-
-    @property
-    def probe(self) -> Probe | None:
-        """The probe (None before ``fit`` set it up)."""
-        return self.core.probe
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit":
@@ -98,15 +70,15 @@ class GradProbeCallback(pl.Callback):
     ) -> None:
         if self.probe is None:
             return
+        if not self._stepped and self.probe.attached:
+            self.probe.end_micro_batch()  # accumulating: the next forward is the same step's
         rows = self.probe.rows(self._cursor)
         self._cursor += len(rows)
-        if not (self.log and rows and trainer.logger is not None):
+        if not (self.log and rows and trainer.loggers):
             return
-        by_step: dict[int, dict[str, float]] = {}
-        for step, layer, _, quantity, value in rows:
-            by_step.setdefault(step, {})[tag(self.prefix, quantity, layer)] = value
-        for step, metrics in sorted(by_step.items()):
-            trainer.logger.log_metrics(metrics, step=step)
+        metrics = {tag(self.prefix, quantity, layer): float(value)
+                   for _, layer, _, quantity, value in rows}
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False, rank_zero_only=True)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         self.core.finish()

@@ -32,6 +32,7 @@ class Capture:
     """Forward, backward and activation hooks (mixin; state lives on the Probe)."""
 
     _act_h: dict[nn.Module, Any]
+    _micro_done: bool
     _sat_levels: dict[nn.Module, tuple[float, float]]
 
     def _push(self, key: Any, name: str, value: torch.Tensor) -> None:
@@ -39,7 +40,7 @@ class Capture:
         self._keys.append((key, name))
 
     def _layer_pre(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        if not torch.is_grad_enabled():
+        if not torch.is_grad_enabled() or self._micro_done:
             return None
         depth = self._depth.get(module)
         if depth is None:
@@ -136,7 +137,8 @@ class Capture:
             self._push(module, "gin_sq", sum_sq(gi.detach()))
 
     def _act_key(self, module: nn.Module, args: tuple[Any, ...]) -> ActKey | None:
-        if not torch.is_grad_enabled() or not args or not isinstance(args[0], torch.Tensor):
+        if (not torch.is_grad_enabled() or self._micro_done or not args
+                or not isinstance(args[0], torch.Tensor)):
             return None
         key = (module, self._cur_depth)
         if key in self._seen:

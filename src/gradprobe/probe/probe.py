@@ -271,6 +271,15 @@ class Probe(Capture, Updates):
         if force:
             self.force_next()
 
+    def end_micro_batch(self) -> None:
+        """Mark the end of a micro-batch inside the open step (gradient accumulation).
+
+        Later forwards in the step are not captured and are not taken for weight sharing:
+        the step's signals and activation rows are those of its first micro-batch, its
+        weight-gradient rows those of the accumulated gradient read at :meth:`step`.
+        """
+        self._micro_done = True
+
     def step(self, force: bool = False) -> bool:
         """Close the open step, recording it if scheduled (or ``force``). Returns whether."""
         if not self._attached:
@@ -372,6 +381,7 @@ class Probe(Capture, Updates):
         self._host: dict[Any, dict[str, float]] = {}  # primitives known on the host
         self._act_keys: list[ActKey] = []
         self._gin_edge: dict[nn.Module, tuple[Any, int]] = {}  # layer -> its input's edge
+        self._micro_done = False  # end_micro_batch() called: capture ended for this step
 
     # ------------------------------------------------------------------ recording
 
