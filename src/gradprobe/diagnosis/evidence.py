@@ -41,7 +41,7 @@ from gradprobe.diagnosis.findings import jsonable
 from gradprobe.diagnosis.inputs import Problem, model_device
 from gradprobe.diagnosis.theory_view import TheoryView, theory_view
 from gradprobe.errors import UserError
-from gradprobe.nets.init import fans
+from gradprobe.nets.layers import layer_fans
 from gradprobe.outputs import cast_inputs, compute_loss, model_dtype
 from gradprobe.record import SignalProfile, layer_table, profile_at, tidy_frame
 
@@ -292,7 +292,7 @@ def collect_evidence(
     for depth, name, typ in layer_info:
         mod = modules[name]
         weight = mod.weight.detach()
-        fan_in, fan_out = fans(weight)
+        fan_in, fan_out = layer_fans(mod)
         bias = getattr(mod, "bias", None)
         layers.append(LayerRow(
             depth=depth, name=name, type=typ,
