@@ -428,10 +428,6 @@ for _entry in [
                     functions=(F.mish,),
                     type_names=("transformers.activations.MishActivation",)),
     ActivationEntry(
-        "quick_gelu", None, lambda x: x * torch.sigmoid(1.702 * x), None, None,
-        label="QuickGELU", type_names=("transformers.activations.QuickGELUActivation",),
-    ),
-    ActivationEntry(
         "hardswish", None, F.hardswish, None, None, types=(nn.Hardswish,),
         functions=(F.hardswish,),
         kinks=lambda: (-3.0, 3.0), label="hardswish",

@@ -28,6 +28,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -37,6 +39,12 @@ from torch.utils.hooks import RemovableHandle
 
 from gradprobe.nets import activations as catalogue
 from gradprobe.probe.handlers import CatalogueActivation
+
+
+#: > 0 inside measured activation modules and any probe's own computations: functional
+#: calls there are not the model's (shared by all probes, so that two probes on one model
+#: never see each other's work).
+_PAUSED = [0]
 
 
 class FunctionCall:
@@ -63,7 +71,7 @@ class _Mode(TorchFunctionMode):
         kwargs = kwargs or {}
         owner = self.owner
         entries = owner._fn_entries.get(func)
-        if entries is None or owner._fn_off or not torch.is_grad_enabled():
+        if entries is None or _PAUSED[0] or not torch.is_grad_enabled():
             return func(*args, **kwargs)
         return owner._functional_call(func, entries, args, kwargs)
 
@@ -82,7 +90,6 @@ class Functional:
         self._fn_sites: dict[tuple[Any, ...], FunctionCall] = {}
         self._fn_mode: _Mode | None = None
         self._fn_nesting = 0  # root forward calls in progress
-        self._fn_off = 0  # > 0 inside measured activation modules and the probe's own work
 
     def _functional_hooks(self) -> list[RemovableHandle]:
         """Hooks for the open recorded step: the mode around the root forward, and the
@@ -108,13 +115,12 @@ class Functional:
         if self._fn_nesting == 0 and self._fn_mode is not None:
             mode, self._fn_mode = self._fn_mode, None
             mode.__exit__(None, None, None)
-            self._fn_off = 0
 
     def _fn_pause(self, module: nn.Module, args: Any) -> None:
-        self._fn_off += 1
+        _PAUSED[0] += 1
 
     def _fn_resume(self, module: nn.Module, args: Any, out: Any) -> None:
-        self._fn_off = max(0, self._fn_off - 1)
+        _PAUSED[0] = max(0, _PAUSED[0] - 1)
 
     def _fn_site(self, entry: catalogue.ActivationEntry, params: dict[str, Any]
                  ) -> FunctionCall:
@@ -138,16 +144,22 @@ class Functional:
         hit = catalogue.entry_for_call(entries, args, kwargs)
         if hit is None or not isinstance(z, torch.Tensor) or not z.is_floating_point():
             return func(*args, **kwargs)
-        self._fn_off += 1
-        try:
-            site = self._fn_site(*hit)
-            handler = self._act_h[site]
-            if handler.binary:  # ReLU: counted from the output
-                out = func(*args, **kwargs)
-                self._relu_post(site, (z,), out)  # type: ignore[attr-defined]
-            else:  # before the call: an in-place form overwrites z
+        site = self._fn_site(*hit)
+        binary = self._act_h[site].binary  # ReLU: counted from the output
+        if not binary:  # before the call: an in-place form overwrites z
+            with _paused():
                 self._act_pre(site, (z,))  # type: ignore[attr-defined]
-                out = func(*args, **kwargs)
-        finally:
-            self._fn_off -= 1
+        out = func(*args, **kwargs)  # other probes' modes see the model's call
+        if binary:
+            with _paused():
+                self._relu_post(site, (z,), out)  # type: ignore[attr-defined]
         return out
+
+
+@contextmanager
+def _paused() -> Iterator[None]:
+    _PAUSED[0] += 1
+    try:
+        yield
+    finally:
+        _PAUSED[0] -= 1
