@@ -410,7 +410,7 @@ for _entry in [
     # Recognised in user models (probe, theory, repair, reports); not built from specs.
     ActivationEntry(
         "gelu_tanh", None, lambda x: F.gelu(x, approximate="tanh"), None, None,
-        types=(nn.GELU,), accepts=lambda m: getattr(m, "approximate", "none") == "tanh",
+        types=(nn.GELU,), accepts=lambda m: getattr(m, "approximate", "tanh") == "tanh",
         label="GELU (tanh)", functions=(F.gelu,), read_call=_gelu_call("tanh"),
         type_names=tuple(f"transformers.activations.{c}" for c in (
             "NewGELUActivation", "GELUTanh", "FastGELUActivation")),

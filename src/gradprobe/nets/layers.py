@@ -11,6 +11,9 @@ module's MRO, so subclasses (``nn.LazyLinear``) find their parent's entry.
 * **embeddings** (``nn.Embedding`` and registered lookups): measured like weight layers
   (weight gradient, backward signal at the output; a lookup is a one-hot matmul), but not
   modelled by theory nor re-initialised by repair;
+* **embedding modules owning parameters** besides their lookups (ViT's class token and
+  position embeddings): HF's ``*Embeddings`` classes and registered types; the probe
+  records their own parameters' gradient norm;
 * **normalisation** (batch, layer, group, RMS norm): known, not measured per layer (their
   effect shows in ``between_factor``); the probe records their affine parameters'
   gradient norm; theory does not apply across them;
@@ -100,6 +103,8 @@ _EMBEDDINGS: dict[type, WeightKind] = {
     nn.Embedding: WeightKind(unbatched_ndim=2, bias=None, transposed=True),  # (num, dim)
 }
 
+_EMBEDDING_OWNERS: set[type] = set()
+
 _NORMS: set[type] = {
     nn.modules.batchnorm._NormBase,  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm*
     nn.LayerNorm,
@@ -160,6 +165,25 @@ def register_embedding(cls: type, kind: WeightKind, *, overwrite: bool = False) 
     if cls in _EMBEDDINGS and not overwrite:
         raise ValueError(f"{cls.__name__} already is an embedding kind (use overwrite=True)")
     _EMBEDDINGS[cls] = kind
+
+
+def register_embedding_owner(cls: type) -> None:
+    """Mark a module type as an embedding module whose own parameters (position
+    embeddings, class tokens) the probe measures by their gradient norm."""
+    _EMBEDDING_OWNERS.add(cls)
+
+
+def is_embedding_owner(module: nn.Module) -> bool:
+    """Whether ``module`` is an embedding module owning parameters of its own: a registered
+    type, or a ``transformers`` class whose name ends in ``Embeddings``.
+
+    Example:
+        >>> is_embedding_owner(nn.Linear(2, 2))
+        False
+    """
+    cls = type(module)
+    return _lookup(_EMBEDDING_OWNERS, module) is not None or (
+        cls.__module__.startswith("transformers.") and cls.__name__.endswith("Embeddings"))
 
 
 def register_norm(cls: type) -> None:

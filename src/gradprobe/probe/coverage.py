@@ -14,7 +14,7 @@ Example:
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.Bilinear(4, 4, 1))
     >>> cov = parameter_coverage(net, {net[0]})
     >>> round(cov.fraction, 3), cov.unmeasured
-    (0.155, [('1', 'Bilinear', 17)])
+    (0.485, [('1', 'Bilinear', 17)])
 """
 
 from __future__ import annotations

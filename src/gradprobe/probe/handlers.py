@@ -209,15 +209,16 @@ def _owns_params(module: nn.Module) -> bool:
 
 def classify(model: nn.Module) -> dict[str, list[tuple[str, nn.Module]]]:
     """Sort a model's submodules into ``layers`` (weight layers and embeddings),
-    ``activations``, ``norms`` (normalisation with affine parameters), ``recurrent`` and
-    ``unknown``.
+    ``activations``, ``norms`` (normalisation with affine parameters), ``recurrent``,
+    ``embedding_owners`` (embedding modules with parameters of their own) and ``unknown``.
 
     ``unknown`` holds every module that owns parameters directly and is none of these, and
     every parameter-free leaf module between the first and the last weight layer
     (registration order) that is none of these and not plumbing.
     """
     out: dict[str, list[tuple[str, nn.Module]]] = {
-        "layers": [], "activations": [], "norms": [], "recurrent": [], "unknown": []}
+        "layers": [], "activations": [], "norms": [], "recurrent": [], "embedding_owners": [],
+        "unknown": []}
     free: list[tuple[int, str, nn.Module]] = []  # unclassified parameter-free leaves
     last_layer = -1
     for i, (name, module) in enumerate(model.named_modules()):
@@ -231,6 +232,8 @@ def classify(model: nn.Module) -> dict[str, list[tuple[str, nn.Module]]]:
                 out["norms"].append((name, module))
         elif is_recurrent(module):
             out["recurrent"].append((name, module))
+        elif kinds.is_embedding_owner(module) and _owns_params(module):
+            out["embedding_owners"].append((name, module))
         elif kinds.is_plumbing(module):
             continue
         elif _owns_params(module):

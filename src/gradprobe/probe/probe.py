@@ -130,9 +130,11 @@ class Probe(Capture, Updates, Functional):
         self._needs = captures(self._quantities)
 
         parts = H.classify(model)
-        self._norms = [m for _, m in parts["norms"]]
-        self._static = {m for key in ("layers", "activations", "norms", "recurrent")
-                        for _, m in parts[key]}
+        # modules whose own parameters get one gradient norm -> the primitive's name
+        self._norms = {m: "affine_sq" for _, m in parts["norms"]}
+        self._norms.update({m: "own_sq" for _, m in parts["embedding_owners"]})
+        self._static = {m for key in ("layers", "activations", "norms", "recurrent",
+                                      "embedding_owners") for _, m in parts[key]}
         self._norm_ran: set[nn.Module] = set()
         self._names: dict[nn.Module, str] = {}
         self._layer_h: dict[nn.Module, H.LayerHandler] = {}
@@ -141,7 +143,7 @@ class Probe(Capture, Updates, Functional):
         for name, m in parts["layers"]:
             self._names[m] = name or "model"
             self._layer_h[m] = H.layer_handler(m)
-        for name, m in parts["norms"]:
+        for name, m in parts["norms"] + parts["embedding_owners"]:
             self._names[m] = name or "model"
         for name, m in parts["activations"]:
             self._names[m] = name or "model"
@@ -438,7 +440,7 @@ class Probe(Capture, Updates, Functional):
             grads = [p.grad.detach().reshape(-1) for p in key[0].parameters(recurse=False)
                      if p.grad is not None]
             if grads:
-                keys.append((key, "affine_sq"))
+                keys.append((key, self._norms[key[0]]))
                 tensors.append(torch.cat(grads))
         if tensors:
             sqs = sum_sqs(tensors)

@@ -19,7 +19,8 @@ gout_sq       sum(g**2)                       gin_sq           sum(g_in**2)
 next_gin_sq   gin_sq of the next layer        update, w_old    ||W_after - W_before||, ||W_before||
 ============  ===========================================================================
 
-per normalisation layer ``affine_grad`` (||dL/d(weight, bias)||), and per activation (z
+per normalisation layer ``affine_grad`` (||dL/d(weight, bias)||), per embedding module
+with parameters of its own ``own_grad`` (||dL/d(its parameters)||), and per activation (z
 its input, h = phi(z) its output, d = phi'(z)): ``numel``, ``units``
 (entries per sample), ``dphi_sq`` (sum d**2), ``zero`` (#d == 0), ``dead`` (#units with
 d == 0 on every sample), ``sat_low`` / ``sat_high`` (#h within SATURATION_THRESHOLD of the
@@ -261,6 +262,16 @@ class AffineGradNorm(Quantity):
         return np.asarray(p["affine_grad"], dtype=np.float64)
 
 
+class EmbeddingGradNorm(Quantity):
+    """L2 norm of the gradient of an embedding module's own parameters (ViT's class token
+    and position embeddings), at the depth of the weight layer before it."""
+
+    name, unit, target, primitives = "embedding_grad_norm", "norm", "norm", ("own_grad",)
+
+    def formula(self, p: Arrays) -> np.ndarray:
+        return np.asarray(p["own_grad"], dtype=np.float64)
+
+
 QUANTITIES: tuple[Quantity, ...] = (
     WeightGradNorm(),
     BiasGradNorm(),
@@ -280,6 +291,7 @@ QUANTITIES: tuple[Quantity, ...] = (
     InactiveFraction(),
     DeadUnitFraction(),
     AffineGradNorm(),
+    EmbeddingGradNorm(),
 )
 
 QUANTITY_NAMES: tuple[str, ...] = tuple(q.name for q in QUANTITIES)

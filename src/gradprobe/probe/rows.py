@@ -31,6 +31,7 @@ CAPTURES = {
     "out_sum": "forward", "out_sq": "forward", "out_numel": "forward", "out_batch": "forward",
     "gout_sq": "grad_out", "gin_sq": "grad_in", "next_gin_sq": "grad_in",
     "update": "update", "w_old": "update", "affine_grad": "params",
+    "own_grad": "params",
 }
 
 
@@ -42,7 +43,7 @@ def captures(quantities: Sequence[Quantity]) -> frozenset[str]:
 def finish(p: dict[str, float]) -> None:
     """Derive the primitives the quantities read from what the hooks leave."""
     for sq, norm in (("w_sq", "w_norm"), ("wg_sq", "w_grad"), ("bg_sq", "b_grad"),
-                     ("affine_sq", "affine_grad")):
+                     ("affine_sq", "affine_grad"), ("own_sq", "own_grad")):
         if sq in p:
             p[norm] = math.sqrt(p[sq])
     if "active" in p:  # ReLU: phi' is 1 on active entries, 0 elsewhere
