@@ -148,6 +148,8 @@ class Evidence:
     training: TrainingRun | None = None
     unknown_layers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    coverage: float = 1.0  # fraction of trainable parameter elements measured
+    unmeasured: list[dict[str, Any]] = field(default_factory=list)  # Coverage.to_dict()'s
 
     def layer(self, depth: int) -> LayerRow | None:
         """The weight layer at ``depth``."""
@@ -170,6 +172,8 @@ class Evidence:
             "training": self.training.to_dict() if self.training else None,
             "unknown_layers": self.unknown_layers,
             "notes": self.notes,
+            "coverage": self.coverage,
+            "unmeasured": self.unmeasured,
         })
 
 
@@ -274,6 +278,7 @@ def collect_evidence(
             loss.backward()
             probe.step()
     frame = tidy_frame(probe.rows())
+    covered = probe.coverage().to_dict()
     layer_info = probe.layers  # (depth, name, type)
     if not layer_info:
         raise UserError("the probe saw no weight layer run in the forward pass")
@@ -354,6 +359,7 @@ def collect_evidence(
         layers=layers, activations=activations, profile=profile, theory=view,
         n_batches=n_batches, batch_size=min(batch_size, problem.n), has_norm=has_norm,
         unknown_layers=unknown, notes=notes + list(problem.notes),
+        coverage=covered["fraction"], unmeasured=covered["unmeasured"],
     )
 
 
