@@ -235,7 +235,8 @@ def reference_frame(
         elif H.activation_handler(m) is not None:
             handles += [m.register_forward_pre_hook(enter), m.register_forward_pre_hook(act_pre),
                         m.register_forward_hook(leave)]
-        elif H.is_between(m) and any(True for _ in m.parameters(recurse=False)):
+        elif (H.is_between(m) or type(m).__name__.endswith("Embeddings")) and any(
+                True for _ in m.parameters(recurse=False)):
             handles.append(m.register_forward_pre_hook(norm_pre))
     with calls:
         loss = loss_fn(model(x))
@@ -266,7 +267,7 @@ def reference_frame(
             "preact_mean": out.mean(),
             "preact_std": out.std(correction=0),
         }
-        if m.bias is not None:
+        if getattr(m, "bias", None) is not None:
             vals["bias_grad_norm"] = m.bias.grad.norm()
         if g_in[i] is not None:
             vals["weight_factor"] = g_in[i].norm() / g.norm()
@@ -279,7 +280,8 @@ def reference_frame(
         rows += _activation_rows(step, name, depth, z, phi, span)
     for m, depth in norm_depth.items():
         affine = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in m.parameters(recurse=False)))
-        rows.append((step, names[m], depth, "affine_grad_norm", float(affine)))
+        quantity = "affine_grad_norm" if H.is_between(m) else "embedding_grad_norm"
+        rows.append((step, names[m], depth, quantity, float(affine)))
     return pd.DataFrame(rows, columns=["step", "layer", "depth", "quantity", "value"])
 
 

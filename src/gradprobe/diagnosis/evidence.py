@@ -316,12 +316,13 @@ def collect_evidence(
     dead = dict(zip(dead["layer"], dead.get("dead_unit_fraction", []), strict=False))
     act_rows = frame[frame["quantity"] == "mean_sq_derivative"].drop_duplicates("layer")
     activations: list[ActivationRow] = []
+    sites = probe.activation_sites()
     for name, depth in zip(act_rows["layer"], act_rows["depth"], strict=True):
-        mod = modules[name]
-        handler = H.activation_handler(mod)
+        handler, mod = sites[name]
         entry = getattr(handler, "entry", None)
         activations.append(ActivationRow(
-            depth=int(depth), name=name, type=type(mod).__name__,
+            depth=int(depth), name=name,
+            type=type(mod).__name__ if isinstance(mod, nn.Module) else "function",
             activation=entry.name if entry is not None else type(mod).__name__.lower(),
             mean_sq_derivative=med(name, "mean_sq_derivative") or 0.0,
             saturated_fraction=med(name, "saturated_fraction"),

@@ -91,6 +91,17 @@ class Functional:
         self._fn_mode: _Mode | None = None
         self._fn_nesting = 0  # root forward calls in progress
 
+    def activation_sites(self) -> dict[str, tuple[Any, Any]]:
+        """Record name -> ``(handler, module or FunctionCall)`` of every activation the probe
+        measures: modules, and the functional calls seen so far.
+
+        Example:
+            >>> handler, site = probe.activation_sites()["fc1.sigmoid()"]  # doctest: +SKIP
+            >>> site.entry.name                                             # doctest: +SKIP
+            'sigmoid'
+        """
+        return {self._names[m]: (h, m) for m, h in self._act_h.items()}
+
     def _functional_hooks(self) -> list[RemovableHandle]:
         """Hooks for the open recorded step: the mode around the root forward, and the
         switch that keeps calls inside measured activation modules from counting twice."""
