@@ -209,5 +209,6 @@ class Capture:
         warnings.warn(
             f"gradprobe: step {step} recorded no forward pass of {type(self.model).__name__}"
             "'s layers: it was not called with gradients enabled since the last "
-            "probe.step(), or a copy of it ran (a wrapped model the probe is not attached "
-            "to: attach the probe to the model you call)", stacklevel=3)
+            "probe.step(), or what ran was a copy or compiled code the probe is not attached "
+            "to (give the Probe the model you call, e.g. the torch.compile wrapper)",
+            stacklevel=3)
