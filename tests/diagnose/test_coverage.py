@@ -10,8 +10,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 import gradprobe as gp
-from gradprobe.diagnosis import Thresholds
 from gradprobe.cli import app
+from gradprobe.diagnosis import Thresholds
 from gradprobe.probe import LayerHandler, register_layer
 
 MODELS = textwrap.dedent(

@@ -72,7 +72,8 @@ def test_theory_reads_conv1d_sigma_w2_through_its_fans() -> None:
     info = inspect_network(net)
     for lay, m, fan_in, width in zip(info.layers, (net[0], net[2]), (16, 48), (48, 8),
                                      strict=True):
-        assert lay.sigma_w2 == pytest.approx(float(m.weight.detach().double().pow(2).mean()) * fan_in)
+        w2 = float(m.weight.detach().double().pow(2).mean())
+        assert lay.sigma_w2 == pytest.approx(w2 * fan_in)
         assert lay.width == width
 
 

@@ -10,10 +10,10 @@ import warnings
 
 import pytest
 import torch
+from probe_helpers import assert_frames_match, loss_fn, reference_frame
 from torch import nn
 
 import gradprobe as gp
-from probe_helpers import assert_frames_match, loss_fn, reference_frame
 
 
 def small() -> tuple[nn.Module, torch.Tensor]:

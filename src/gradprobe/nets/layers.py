@@ -63,7 +63,7 @@ class WeightKind:
         """(fan_in, fan_out) of the layer's weight, read in its storage order.
 
         Example:
-            >>> WeightKind(transposed=True).fans(nn.Linear(3, 5))  # a (5, 3) weight read as in x out
+            >>> WeightKind(transposed=True).fans(nn.Linear(3, 5))  # (5, 3) read as in x out
             (5, 3)
         """
         w = self.get_weight(module)

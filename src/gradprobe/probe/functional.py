@@ -40,7 +40,6 @@ from torch.utils.hooks import RemovableHandle
 from gradprobe.nets import activations as catalogue
 from gradprobe.probe.handlers import CatalogueActivation
 
-
 #: > 0 inside measured activation modules and any probe's own computations: functional
 #: calls there are not the model's (shared by all probes, so that two probes on one model
 #: never see each other's work).

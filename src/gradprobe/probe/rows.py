@@ -80,7 +80,8 @@ def step_rows(
     """Rows of one recorded step.
 
     ``prims`` maps each weight layer and activation (or normalisation) key
-    ``(module, depth)`` to its primitives, ``layer_at`` depth -> weight layer, ``names`` module -> qualified name.
+    ``(module, depth)`` to its primitives, ``layer_at`` depth -> weight layer, ``names``
+    module -> qualified name.
     """
     for p in prims.values():
         finish(p)
