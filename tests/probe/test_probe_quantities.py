@@ -175,8 +175,9 @@ def test_quantity_selection_and_unknown_name() -> None:
     assert set(probe.frame().quantity) == {"weight_grad_norm", "backward_signal_norm"}
     with pytest.raises(ValueError, match="unknown quantity 'nope'"):
         gp.Probe(model, quantities=["nope"])
-    # 15 + saturated_low_fraction, saturated_high_fraction, affine_grad_norm
-    assert len(QUANTITY_NAMES) == 18
+    # 15 + saturated_low_fraction, saturated_high_fraction, affine_grad_norm,
+    # embedding_grad_norm
+    assert len(QUANTITY_NAMES) == 19
 
 
 def test_autocast_bfloat16_and_channels_last() -> None:
