@@ -102,3 +102,22 @@ def test_functional_sigmoid_mlp_is_vanishing_with_activation_rows() -> None:
     assert names == [f"layers.{i}.sigmoid()" for i in range(10)]
     assert all(a.activation == "sigmoid" for a in diag.evidence.activations)
     assert diag.coverage == 1.0
+
+
+VGG16 = (8, 8, "M", 16, 16, "M", 16, 16, 16, "M", 32, 32, 32, "M", 32, 32, 32)
+
+
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["default_init", "batch_norm"])
+def test_vgg16_style_vanishes_at_default_init_and_is_healthy_with_bn(batch_norm: bool) -> None:
+    from tests.models.zoo import vgg
+
+    torch.manual_seed(0)
+    model = vgg(batch_norm=batch_norm, plan=VGG16)  # 13 convolutions, 2 linear layers
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(256, 3, 32, 32, generator=g), torch.randint(0, 5, (256,), generator=g)
+    diag = gp.diagnose(model, (x, y), n_batches=2, batch_size=64)
+    assert diag.coverage == 1.0 and diag.evidence.profile.n_layers == 15
+    if batch_norm:
+        assert diag.healthy and diag.findings == []
+    else:
+        assert diag.kinds() == ["vanishing_gradient"]
