@@ -121,3 +121,15 @@ def test_vgg16_style_vanishes_at_default_init_and_is_healthy_with_bn(batch_norm:
         assert diag.healthy and diag.findings == []
     else:
         assert diag.kinds() == ["vanishing_gradient"]
+
+
+def test_repair_reinitialises_conv1d_with_its_true_fan_in() -> None:
+    from transformers.pytorch_utils import Conv1D
+
+    from gradprobe.diagnosis.surgery import reinitialise
+
+    net = nn.Sequential(Conv1D(512, 8), nn.ReLU(), Conv1D(4, 512))  # weights (8, 512), (512, 4)
+    out, _ = reinitialise(net, "he_normal", seed=0)
+    for m, fan_in in ((out[0], 8), (out[2], 512)):
+        var = float(m.weight.detach().double().var())
+        assert var == pytest.approx(2.0 / fan_in, rel=0.15)
