@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import gradprobe as gp
+from gradprobe.probe import TimeProbe
 from gradprobe.probe.coverage import parameter_coverage
 
 
@@ -62,3 +63,27 @@ def test_a_layer_that_never_ran_is_unmeasured_after_recording() -> None:
         probe.step()
     cov = probe.coverage()
     assert cov.fraction == 0.5 and cov.unmeasured == [("spare", "Linear", 8)]
+
+
+def test_calls_inside_recurrent_layers_are_not_functional_activations() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = nn.Linear(3, 8)
+            self.rnn = nn.RNN(8, 8, batch_first=True)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.tanh(self.rnn(self.inp(x))[0][:, -1]))
+
+    model = Net()
+    x = torch.randn(4, 6, 3)
+    with TimeProbe(model), gp.Probe(model) as probe:  # the RNN runs unrolled, step by step
+        model(x).pow(2).mean().backward()
+        probe.step()
+    acts = probe.frame().query("quantity == 'mean_sq_derivative'")
+    assert list(acts.layer) == ["inp.tanh()"]  # the tanh in forward, after the last layer
+    with torch.no_grad():  # measured on the forward's tanh, not on the RNN's first step
+        z = model.rnn(model.inp(x))[0][:, -1].double()
+    ref = float(((1 - torch.tanh(z) ** 2) ** 2).mean())
+    assert float(acts.value.iloc[0]) == pytest.approx(ref, rel=1e-5)

@@ -7,7 +7,8 @@ activation catalogue (``ActivationEntry.functions``) gets activation rows, attri
 the weight layer that ran last before it (its depth) and named after it:
 ``fc1.sigmoid()`` for a ``torch.sigmoid`` after ``fc1``. Calls made inside activation
 modules the probe already measures (``nn.Tanh`` calls ``torch.tanh``) are not counted
-twice, and nor are the probe's own computations.
+twice, and nor are the probe's own computations or the steps of recurrent layers
+(``nn.RNN``'s tanh, unrolled by :class:`~gradprobe.probe.recurrent.TimeProbe`).
 
 Example:
     >>> import torch, gradprobe as gp
@@ -79,6 +80,7 @@ class Functional:
     """Interception of functional activations (mixin of :class:`gradprobe.Probe`)."""
 
     model: nn.Module
+    _recurrent: list[nn.Module]  # their unrolled steps (TimeProbe) are not the model's calls
     _act_h: dict[Any, Any]
     _names: dict[Any, str]
     _sat_levels: dict[Any, tuple[float, float]]
@@ -108,7 +110,7 @@ class Functional:
             self.model.register_forward_pre_hook(self._fn_enter),
             self.model.register_forward_hook(self._fn_exit, always_call=True),
         ]
-        for m in self._act_h:
+        for m in [*self._act_h, *self._recurrent]:
             if isinstance(m, nn.Module):
                 hooks.append(m.register_forward_pre_hook(self._fn_pause))
                 hooks.append(m.register_forward_hook(self._fn_resume, always_call=True))

@@ -136,6 +136,7 @@ class Probe(Capture, Updates, Functional):
         self._static = {m for key in ("layers", "activations", "norms", "recurrent",
                                       "embedding_owners") for _, m in parts[key]}
         self._norm_ran: set[nn.Module] = set()
+        self._recurrent = [m for _, m in parts["recurrent"]]
         self._names: dict[nn.Module, str] = {}
         self._layer_h: dict[nn.Module, H.LayerHandler] = {}
         self._act_h: dict[nn.Module, H.ActivationHandler] = {}
