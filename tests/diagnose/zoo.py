@@ -75,6 +75,23 @@ class FunctionalMLP(nn.Module):
         return self.out(x)
 
 
+class Mix(nn.Module):
+    """A weight layer gradprobe does not know: x @ W with W stored (in, out)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(1)
+        self.weight = nn.Parameter(torch.randn(n, n, generator=gen) * (2.0 / n) ** 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight
+
+
+def unregistered_mix() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(IN, 32), nn.ReLU(), Mix(32), nn.ReLU(), nn.Linear(32, OUT))
+
+
 def _set(*kinds: str) -> frozenset[str]:
     return frozenset(kinds)
 
@@ -119,6 +136,9 @@ ZOO: list[Entry] = [
           _set("activation_saturation"), "the skip path keeps the gradient, but the residual "
           "stream grows with every block (sigmoid outputs are positive), saturating the deep "
           "sigmoids"),
+    Entry("unregistered_layer", unregistered_mix, _set("incomplete_coverage"),
+          "a custom x @ W layer holds 1024 of the 3434 parameters: the probe measures 70%, "
+          "so no verdict covers the model"),
     # ---------------------------------------------------------------- healthy
     Entry("deep_relu_he", net(depth=30, activation="relu", init="he_normal"), _set(),
           "critical ReLU (sigma_w2 = 2): chi1 = 1"),

@@ -122,15 +122,15 @@ class Problem:
     model: Callable[[], nn.Module]
     x: Callable[[], torch.Tensor]
     n_layers: int
-    n_activations: int  # activation (module, depth) pairs
+    n_activations: int  # activation (module or functional call, depth) pairs
 
 
 ZOO = [
     Problem("mlp", mlp_all_activations, lambda: torch.randn(16, 5), 19, 17),
-    Problem("functional", FunctionalNet, lambda: torch.randn(16, 6), 4, 2),
+    Problem("functional", FunctionalNet, lambda: torch.randn(16, 6), 4, 4),
     Problem("cnn", cnn, lambda: torch.randn(8, 3, 7, 7), 4, 3),
-    Problem("conv1d3d", cnn_1d_3d, lambda: torch.randn(8, 2, 6), 3, 0),
-    Problem("residual", ResNet, lambda: torch.randn(4, 2, 5, 5), 4, 2),
+    Problem("conv1d3d", cnn_1d_3d, lambda: torch.randn(8, 2, 6), 3, 2),
+    Problem("residual", ResNet, lambda: torch.randn(4, 2, 5, 5), 4, 3),
     Problem("batchnorm", batchnorm_net, lambda: torch.randn(16, 6), 3, 2),
     Problem("sequence", sequence_mlp, lambda: torch.randn(4, 5, 6), 3, 2),
 ]
@@ -150,6 +150,42 @@ def make(problem: Problem, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------- reference
+
+#: Functional activations as the reference names them, written out independently of the
+#: catalogue (what a TorchFunctionMode sees: F.tanh and F.sigmoid call the tensor method).
+_FUNCTIONAL = {
+    torch.sigmoid: "sigmoid", torch.Tensor.sigmoid: "sigmoid", torch.tanh: "tanh",
+    torch.Tensor.tanh: "tanh", torch.relu: "relu", F.relu: "relu", torch.Tensor.relu: "relu",
+    F.elu: "elu", F.gelu: "gelu", F.silu: "silu", F.leaky_relu: "leaky_relu",
+    torch.Tensor.sigmoid_: "sigmoid", torch.Tensor.tanh_: "tanh", torch.relu_: "relu",
+}
+_FUNCTIONAL_RANGE = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+
+
+class _FunctionalCalls(torch.overrides.TorchFunctionMode):
+    """Records each functional activation call outside activation modules: (name, depth,
+    z, phi) once per (name, depth)."""
+
+    def __init__(self, order: list[nn.Module], names: dict[nn.Module, str]) -> None:
+        super().__init__()
+        self.order, self.names, self.inside, self.calls = order, names, 0, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = dict(kwargs or {})
+        fname = _FUNCTIONAL.get(func)
+        if fname is not None and not self.inside and torch.is_grad_enabled():
+            if fname == "gelu" and kwargs.get("approximate", "none") == "tanh":
+                fname = "gelu_tanh"
+            prefix = f"{self.names[self.order[-1]]}." if self.order else ""
+            name, depth = f"{prefix}{fname}()", len(self.order)
+            if not any(c[0] == name and c[1] == depth for c in self.calls):
+                rest = {k: v for k, v in kwargs.items() if k != "inplace"}
+                pure = {torch.Tensor.sigmoid_: torch.sigmoid, torch.Tensor.tanh_: torch.tanh,
+                        torch.relu_: torch.relu}.get(func, func)
+                self.calls.append((name, depth, args[0].detach().clone(),
+                                   lambda x, f=pure, a=args[1:], k=rest: f(x, *a, **k),
+                                   _FUNCTIONAL_RANGE.get(fname)))
+        return func(*args, **kwargs)
 
 
 def reference_frame(
@@ -181,12 +217,29 @@ def reference_frame(
         if not any(a is m and d == depth for a, d, _ in act_in):
             act_in.append((m, depth, args[0].detach().clone()))
 
+    calls = _FunctionalCalls(order, names)
+    norm_depth: dict[nn.Module, int] = {}
+
+    def enter(m: nn.Module, args: tuple) -> None:
+        calls.inside += 1
+
+    def leave(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        calls.inside -= 1
+
+    def norm_pre(m: nn.Module, args: tuple) -> None:
+        norm_depth.setdefault(m, len(order))
+
     for m in model.modules():
         if H.layer_handler(m) is not None:
             handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
         elif H.activation_handler(m) is not None:
-            handles.append(m.register_forward_pre_hook(act_pre))
-    loss = loss_fn(model(x))
+            handles += [m.register_forward_pre_hook(enter), m.register_forward_pre_hook(act_pre),
+                        m.register_forward_hook(leave)]
+        elif (H.is_between(m) or type(m).__name__.endswith("Embeddings")) and any(
+                True for _ in m.parameters(recurse=False)):
+            handles.append(m.register_forward_pre_hook(norm_pre))
+    with calls:
+        loss = loss_fn(model(x))
     for h in handles:
         h.remove()
 
@@ -214,7 +267,7 @@ def reference_frame(
             "preact_mean": out.mean(),
             "preact_std": out.std(correction=0),
         }
-        if m.bias is not None:
+        if getattr(m, "bias", None) is not None:
             vals["bias_grad_norm"] = m.bias.grad.norm()
         if g_in[i] is not None:
             vals["weight_factor"] = g_in[i].norm() / g.norm()
@@ -222,27 +275,39 @@ def reference_frame(
             vals["between_factor"] = g.norm() / g_in[i + 1].norm()
         rows += [(step, name, depth, q, float(v.detach())) for q, v in vals.items()]
     for m, depth, z in act_in:
-        leaf = z.clone().requires_grad_(True)
-        y = m.forward(leaf + 0)
-        (d,) = torch.autograd.grad(y, leaf, torch.ones_like(y))  # phi'(z), brute force
-        zero = d == 0
-        vals = {
-            "mean_sq_derivative": (d**2).mean(),
-            "inactive_fraction": zero.double().mean(),
-            "dead_unit_fraction": zero.all(0).double().mean(),
-        }
-        span = output_range(m)
-        if span is not None:  # saturation on the output, counted entry by entry
-            lo, hi = span
-            cut = SATURATION_THRESHOLD * (hi - lo)
-            h = y.detach().flatten().tolist()
-            low = sum(v < lo + cut for v in h) / len(h)
-            high = sum(v > hi - cut for v in h) / len(h)
-            vals["saturated_fraction"] = torch.tensor(low + high)
-            vals["saturated_low_fraction"] = torch.tensor(low)
-            vals["saturated_high_fraction"] = torch.tensor(high)
-        rows += [(step, names[m], depth, q, float(v.detach())) for q, v in vals.items()]
+        rows += _activation_rows(step, names[m], depth, z, m.forward, output_range(m))
+    for name, depth, z, phi, span in calls.calls:
+        rows += _activation_rows(step, name, depth, z, phi, span)
+    for m, depth in norm_depth.items():
+        affine = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in m.parameters(recurse=False)))
+        quantity = "affine_grad_norm" if H.is_between(m) else "embedding_grad_norm"
+        rows.append((step, names[m], depth, quantity, float(affine)))
     return pd.DataFrame(rows, columns=["step", "layer", "depth", "quantity", "value"])
+
+
+def _activation_rows(step: int, name: str, depth: int, z: torch.Tensor,
+                     phi: Callable[[torch.Tensor], torch.Tensor],
+                     span: tuple[float, float] | None) -> list[tuple]:
+    """Activation quantities from phi'(z) by autograd through ``phi``."""
+    leaf = z.clone().requires_grad_(True)
+    y = phi(leaf + 0)
+    (d,) = torch.autograd.grad(y, leaf, torch.ones_like(y))  # phi'(z), brute force
+    zero = d == 0
+    vals = {
+        "mean_sq_derivative": (d**2).mean(),
+        "inactive_fraction": zero.double().mean(),
+        "dead_unit_fraction": zero.all(0).double().mean(),
+    }
+    if span is not None:  # saturation on the output, counted entry by entry
+        lo, hi = span
+        cut = SATURATION_THRESHOLD * (hi - lo)
+        h = y.detach().flatten().tolist()
+        low = sum(v < lo + cut for v in h) / len(h)
+        high = sum(v > hi - cut for v in h) / len(h)
+        vals["saturated_fraction"] = torch.tensor(low + high)
+        vals["saturated_low_fraction"] = torch.tensor(low)
+        vals["saturated_high_fraction"] = torch.tensor(high)
+    return [(step, name, depth, q, float(v.detach())) for q, v in vals.items()]
 
 
 def output_range(m: nn.Module) -> tuple[float, float] | None:

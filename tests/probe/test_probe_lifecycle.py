@@ -153,11 +153,11 @@ def test_shared_layer_measured_once_with_warning() -> None:
 
 
 def test_unknown_parametrised_layer_reported() -> None:
-    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))
-    with pytest.warns(UserWarning, match=r"0 \(Embedding\)"):
+    model = nn.Sequential(nn.Bilinear(4, 4, 4), nn.Linear(4, 2))
+    with pytest.warns(UserWarning, match=r"0 \(Bilinear\)"):
         probe = gp.Probe(model)
-    assert probe.unknown_layers == [("0", "Embedding")]
-    with pytest.raises(ValueError, match="Embedding"):
+    assert probe.unknown_layers == [("0", "Bilinear")]
+    with pytest.raises(ValueError, match="Bilinear"):
         gp.Probe(model, on_unknown="raise")
     with pytest.raises(ValueError, match="no weight layers"):
         gp.Probe(nn.Sequential(nn.ReLU()))

@@ -84,7 +84,8 @@ def test_activation_reported_with_depth_of_feeding_layer() -> None:
     probe, _ = probe_one_step(model, x)
     df = probe.frame()
     acts = df[df.quantity == "mean_sq_derivative"]
-    assert list(zip(acts.layer, acts.depth, strict=True)) == [("act", 2), ("act", 3)]
+    assert list(zip(acts.layer, acts.depth, strict=True)) == [
+        ("blocks.0.tanh()", 1), ("act", 2), ("blocks.2.relu()", 3), ("act", 3)]
 
 
 def test_first_layer_has_no_weight_factor_unless_input_requires_grad() -> None:
@@ -174,7 +175,9 @@ def test_quantity_selection_and_unknown_name() -> None:
     assert set(probe.frame().quantity) == {"weight_grad_norm", "backward_signal_norm"}
     with pytest.raises(ValueError, match="unknown quantity 'nope'"):
         gp.Probe(model, quantities=["nope"])
-    assert len(QUANTITY_NAMES) == 17  # 15 + saturated_low_fraction, saturated_high_fraction
+    # 15 + saturated_low_fraction, saturated_high_fraction, affine_grad_norm,
+    # embedding_grad_norm
+    assert len(QUANTITY_NAMES) == 19
 
 
 def test_autocast_bfloat16_and_channels_last() -> None:

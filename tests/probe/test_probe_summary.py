@@ -107,10 +107,20 @@ def test_summary_step_selection_and_empty() -> None:
 
 
 def test_summary_notes_unknown_layers() -> None:
-    model = nn.Sequential(nn.Embedding(5, 4), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 1))
+    class Scale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.s = nn.Parameter(torch.ones(4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.s
+
+    model = nn.Sequential(Scale(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 1))
     with pytest.warns(UserWarning):
         probe = gp.Probe(model)
     with probe:
-        model(torch.tensor([[1, 2]])).sum().backward()
+        model(torch.randn(2, 4)).sum().backward()
         probe.step()
-    assert any("Embedding" in n for n in probe.summary().notes)
+    notes = probe.summary().notes
+    assert any("Scale" in n for n in notes)
+    assert any("coverage 82.6%" in n and "0 (Scale, 4)" in n for n in notes)  # 19 of 23

@@ -51,6 +51,18 @@ class Diagnosis:
     repair: Any = None  # a RepairResult when one was run for the CLI
 
     @property
+    def coverage(self) -> float:
+        """Fraction in [0, 1] of the model's trainable parameter elements whose module the
+        probe measured (below ``thresholds.min_coverage``: an ``incomplete_coverage``
+        finding)."""
+        return self.evidence.coverage
+
+    @property
+    def unmeasured(self) -> list[str]:
+        """Qualified names of the parametrised modules the probe did not measure."""
+        return [u["module"] for u in self.evidence.unmeasured]
+
+    @property
     def healthy(self) -> bool:
         """True when no finding is a warning or an error."""
         return not any(f.severity in ("warning", "error") for f in self.findings)
@@ -100,6 +112,8 @@ class Diagnosis:
                 "theory_applies": self.evidence.theory.applies,
                 "theory_reason": self.evidence.theory.reason,
                 "predicted_log10_change": self.evidence.theory.predicted_log10_change,
+                "coverage": self.coverage,
+                "unmeasured": self.unmeasured,
             }),
             "evidence": self.evidence.to_dict(),
             "evidence_after_training": (
@@ -112,7 +126,7 @@ class Diagnosis:
         return out
 
     def __str__(self) -> str:
-        lines = [f"gradprobe diagnosis: {self.headline()}"]
+        lines = [f"gradprobe diagnosis: {self.headline()}", self._coverage_line()]
         if self.healthy and not self.findings:
             lines.append("healthy: no findings")
         else:
@@ -126,9 +140,16 @@ class Diagnosis:
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
+    def _coverage_line(self) -> str:
+        line = f"coverage: {100 * self.coverage:.1f}% of trainable parameters measured"
+        if self.unmeasured:
+            line += f" (not measured: {', '.join(self.unmeasured)})"
+        return line
+
     def to_markdown(self) -> str:
         """A Markdown report: headline, a findings table, then cause and fix per finding."""
-        out = [f"# gradprobe diagnosis: {self.model_name}", "", self.headline(), ""]
+        out = [f"# gradprobe diagnosis: {self.model_name}", "", self.headline(), "",
+               self._coverage_line(), ""]
         if not self.findings:
             out += ["**Healthy**: no findings.", ""]
         else:

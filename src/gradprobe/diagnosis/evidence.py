@@ -42,7 +42,7 @@ from gradprobe.diagnosis.inputs import Problem, model_device
 from gradprobe.diagnosis.theory_view import TheoryView, theory_view
 from gradprobe.diagnosis.time_evidence import TimeRow, input_levels, time_rows
 from gradprobe.errors import UserError
-from gradprobe.nets.init import fans
+from gradprobe.nets.layers import layer_fans
 from gradprobe.outputs import cast_inputs, compute_loss, model_dtype
 from gradprobe.record import SignalProfile, layer_table, profile_at, tidy_frame
 
@@ -150,6 +150,8 @@ class Evidence:
     unknown_layers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     time: list[TimeRow] = field(default_factory=list)  # recurrent layers, through time
+    coverage: float = 1.0  # fraction of trainable parameter elements measured
+    unmeasured: list[dict[str, Any]] = field(default_factory=list)  # Coverage.to_dict()'s
 
     def layer(self, depth: int) -> LayerRow | None:
         """The weight layer at ``depth``."""
@@ -173,6 +175,8 @@ class Evidence:
             "unknown_layers": self.unknown_layers,
             "notes": self.notes,
             "time": [asdict(r) for r in self.time],
+            "coverage": self.coverage,
+            "unmeasured": self.unmeasured,
         })
 
 
@@ -281,6 +285,7 @@ def collect_evidence(
             probe.step()
             time_probe.step()
     frame = tidy_frame(probe.rows())
+    covered = probe.coverage().to_dict()
     layer_info = probe.layers  # (depth, name, type)
     if not layer_info:
         raise UserError("the probe saw no weight layer run in the forward pass")
@@ -299,7 +304,7 @@ def collect_evidence(
     for depth, name, typ in layer_info:
         mod = modules[name]
         weight = mod.weight.detach()
-        fan_in, fan_out = fans(weight)
+        fan_in, fan_out = layer_fans(mod)
         bias = getattr(mod, "bias", None)
         layers.append(LayerRow(
             depth=depth, name=name, type=typ,
@@ -318,12 +323,13 @@ def collect_evidence(
     dead = dict(zip(dead["layer"], dead.get("dead_unit_fraction", []), strict=False))
     act_rows = frame[frame["quantity"] == "mean_sq_derivative"].drop_duplicates("layer")
     activations: list[ActivationRow] = []
+    sites = probe.activation_sites()
     for name, depth in zip(act_rows["layer"], act_rows["depth"], strict=True):
-        mod = modules[name]
-        handler = H.activation_handler(mod)
+        handler, mod = sites[name]
         entry = getattr(handler, "entry", None)
         activations.append(ActivationRow(
-            depth=int(depth), name=name, type=type(mod).__name__,
+            depth=int(depth), name=name,
+            type=type(mod).__name__ if isinstance(mod, nn.Module) else "function",
             activation=entry.name if entry is not None else type(mod).__name__.lower(),
             mean_sq_derivative=med(name, "mean_sq_derivative") or 0.0,
             saturated_fraction=med(name, "saturated_fraction"),
@@ -362,6 +368,7 @@ def collect_evidence(
         n_batches=n_batches, batch_size=min(batch_size, problem.n), has_norm=has_norm,
         unknown_layers=unknown, notes=notes + list(problem.notes),
         time=time_rows(time_probe.frame(), work, levels),
+        coverage=covered["fraction"], unmeasured=covered["unmeasured"],
     )
 
 

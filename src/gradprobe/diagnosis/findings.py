@@ -33,6 +33,7 @@ Kind = Literal[
     "training_stall",
     "underfitting",
     "divergence",
+    "incomplete_coverage",
 ]
 #: The finding kinds; names are fixed (the API, the CLI's JSON and the docs use them).
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -217,6 +218,15 @@ class Thresholds:
         "lecun_normal) rather than as normal(sigma_w2=...): the theory's value carries "
         "quadrature error of ~1e-6, far inside it, and 1% changes chi1 by 1%.",
     )
+    min_coverage: float = _t(
+        0.9,
+        "incomplete_coverage: the fraction of trainable parameter elements whose module the "
+        "probe measured (weight layers, embeddings, normalisation, recurrent layers). Below "
+        "nine in ten, a tenth of the model's parameters learn from gradients nobody looked "
+        "at: a verdict of 'healthy' would be about a different model. HF GPT-2, BERT and "
+        "ViT measure 100%; an unregistered custom layer holding a tenth of the parameters "
+        "falls below it.",
+    )
     repair_margin: float = _t(
         0.1,
         "A repair candidate 'helps' when its final training loss is at least 10% below the "
@@ -245,6 +255,8 @@ class Thresholds:
                 raise ValueError(f"threshold {lo} must not exceed {hi}")
         if self.stall_window_fraction >= 1:
             raise ValueError("threshold stall_window_fraction must be < 1")
+        if self.min_coverage > 1:
+            raise ValueError("threshold min_coverage must be a fraction <= 1")
         if self.vanishing_warning >= 1 or self.exploding_warning <= 1:
             raise ValueError("vanishing thresholds must be < 1 and exploding ones > 1")
         if self.time_vanishing_warning >= 1 or self.time_exploding_warning <= 1:

@@ -1,8 +1,9 @@
 """Rules: evidence -> findings. Every decision reads a field of :class:`Thresholds`.
 
 The rules live by job: :mod:`~gradprobe.diagnosis.gradient_rules` (vanishing, exploding,
-poor init scale), :mod:`~gradprobe.diagnosis.unit_rules` (dead units, saturation) and
-:mod:`~gradprobe.diagnosis.training_rules` (divergence, stall, underfitting);
+poor init scale), :mod:`~gradprobe.diagnosis.unit_rules` (dead units, saturation),
+:mod:`~gradprobe.diagnosis.training_rules` (divergence, stall, underfitting) and
+:mod:`~gradprobe.diagnosis.coverage_rules` (what the probe did not see);
 :func:`apply_rules` runs them all.
 
 Example:
@@ -12,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from gradprobe.diagnosis.coverage_rules import coverage_findings
 from gradprobe.diagnosis.evidence import Evidence
 from gradprobe.diagnosis.findings import DEFAULT_THRESHOLDS, Finding, Thresholds
 from gradprobe.diagnosis.gradient_rules import decompose, gradient_findings, init_findings
@@ -22,6 +24,7 @@ from gradprobe.diagnosis.wording import fmt10
 
 __all__ = [
     "apply_rules",
+    "coverage_findings",
     "dead_findings",
     "decompose",
     "fmt10",
@@ -40,6 +43,6 @@ def apply_rules(ev: Evidence, th: Thresholds = DEFAULT_THRESHOLDS) -> list[Findi
     findings = (nonfinite_findings(ev) + gradient + init_findings(ev, gradient, th)
                 + time_findings(ev, th)
                 + dead_findings(ev, th) + saturation_findings(ev, th)
-                + training_findings(ev, gradient, th))
+                + training_findings(ev, gradient, th) + coverage_findings(ev, th))
     order = {"error": 0, "warning": 1, "info": 2}
     return sorted(findings, key=lambda f: order[f.severity])

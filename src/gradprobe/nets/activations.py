@@ -16,7 +16,14 @@ gradprobe derives from it (DESIGN.md, "one catalogue of module kinds"):
   (:mod:`gradprobe.theory.gaussian`);
 * ``gain``: the standard init gain (``torch.nn.init.calculate_gain``), used by repair;
 * ``label``: the activation in words, used by reports;
-* ``functions``: its functional forms (``torch.tanh``, ``x.tanh()``), for theory's tracer.
+* ``functions``: its functional forms (``torch.tanh``, ``F.relu``, tensor methods by name,
+  ``"tanh"`` for ``x.tanh()``), for theory's tracer and the probe's interception of
+  functional calls inside ``forward``; ``read_call`` reads the parameters off such a call
+  (``None``: the call is not this entry, e.g. ``F.gelu(x, approximate="tanh")`` for
+  ``"gelu"``);
+* ``type_names``: qualified names of module types from optional packages (HF's
+  ``transformers.activations.GELUActivation``), recognised whenever they exist, never
+  imported here.
 
 Adding an activation is one :func:`register_activation` call.
 
@@ -84,6 +91,9 @@ class ActivationEntry:
     label: str = ""
     # functional forms (torch.tanh, F.tanh) and tensor methods ("tanh") theory's tracer reads
     functions: tuple[Any, ...] = ()
+    read_call: Callable[[tuple[Any, ...], dict[str, Any]], Params | None] = (
+        lambda args, kwargs: {})
+    type_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.dphi is None and self.phi is not None:
@@ -179,11 +189,52 @@ def entry_for_module(module: nn.Module) -> ActivationEntry | None:
         'hardtanh'
     """
     for cls in type(module).__mro__:
-        hits = [e for e in _REGISTRY.values() if cls in e.types]
+        qualname = f"{cls.__module__}.{cls.__qualname__}"
+        hits = [e for e in _REGISTRY.values() if cls in e.types or qualname in e.type_names]
         for entry in hits:
             if entry.accepts is None or entry.accepts(module):
                 return entry
     return None
+
+
+def function_entries() -> dict[Any, list[ActivationEntry]]:
+    """Functional form (``torch.tanh``, ``F.relu``, ``torch.Tensor.tanh``) -> the entries
+    it may be (pick one with :func:`entry_for_call`)."""
+    out: dict[Any, list[ActivationEntry]] = {}
+    for entry in _REGISTRY.values():
+        if entry.phi is None:
+            continue
+        for f in entry.functions:
+            forms = [f] if not isinstance(f, str) else [
+                getattr(torch.Tensor, m) for m in (f, f + "_") if hasattr(torch.Tensor, m)]
+            for form in forms:
+                out.setdefault(form, []).append(entry)
+    return out
+
+
+def entry_for_call(entries: list[ActivationEntry], args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> tuple[ActivationEntry, Params] | None:
+    """The entry a functional call is, with its parameters, or ``None``.
+
+    Example:
+        >>> entry_for_call(function_entries()[F.gelu], (torch.ones(1),),
+        ...                {"approximate": "tanh"})[0].name
+        'gelu_tanh'
+    """
+    for entry in entries:
+        params = entry.read_call(args, kwargs)
+        if params is not None:
+            return entry, params
+    return None
+
+
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], i: int, name: str, default: Any
+         ) -> Any:
+    return args[i] if len(args) > i else kwargs.get(name, default)
+
+
+def _gelu_call(approximate: str) -> Callable[[tuple[Any, ...], dict[str, Any]], Params | None]:
+    return lambda a, k: {} if _arg(a, k, 1, "approximate", "none") == approximate else None
 
 
 def autograd_dphi(phi: TensorFn) -> TensorFn:
@@ -268,7 +319,7 @@ for _entry in [
     ActivationEntry(
         "relu", nn.ReLU, torch.relu, lambda x: (x > 0).to(x.dtype), _one,
         types=(nn.ReLU,), binary_dphi=True, kinks=_kink_at_zero,
-        functions=(torch.relu, F.relu, "relu"),
+        functions=(torch.relu, F.relu, F.relu_, torch.relu_, "relu"),
         dphi_from_output=_relu_from_output,
         backward_from_output=lambda g, h: _aten.threshold_backward.grad_input(
             g, h, 0.0, grad_input=g),
@@ -282,6 +333,8 @@ for _entry in [
         lambda slope=0.01: max(1.0, abs(slope)),
         params={"slope": 0.01},
         types=(nn.LeakyReLU,), read=lambda m: {"slope": m.negative_slope},
+        functions=(F.leaky_relu, F.leaky_relu_),
+        read_call=lambda a, k: {"slope": float(_arg(a, k, 1, "negative_slope", 0.01))},
         kinks=_kink_at_zero, closed=lambda slope=0.01: ("leaky", float(slope)),
         gain=lambda slope=0.01: math.sqrt(2.0 / (1 + slope**2)), label="LeakyReLU",
     ),
@@ -294,6 +347,7 @@ for _entry in [
         params={"alpha": 1.0},
         types=(nn.ELU,), read=lambda m: {"alpha": m.alpha}, kinks=_kink_at_zero,
         label="ELU", functions=(F.elu,),
+        read_call=lambda a, k: {"alpha": float(_arg(a, k, 1, "alpha", 1.0))},
     ),
     ActivationEntry(
         "selu", nn.SELU, F.selu,
@@ -304,12 +358,14 @@ for _entry in [
     ActivationEntry(
         "gelu", nn.GELU, F.gelu, _gelu_dphi, lambda: 1.1289,
         types=(nn.GELU,), accepts=lambda m: getattr(m, "approximate", "none") == "none",
-        label="GELU", functions=(F.gelu,),
+        label="GELU", functions=(F.gelu,), read_call=_gelu_call("none"),
+        type_names=("transformers.activations.GELUActivation",),
     ),
     ActivationEntry(
         "silu", nn.SiLU, F.silu,
         lambda x: torch.sigmoid(x) * (1 + x * (1 - torch.sigmoid(x))), lambda: 1.0998,
         types=(nn.SiLU,), label="SiLU", functions=(F.silu,),
+        type_names=("transformers.activations.SiLUActivation",),
     ),
     ActivationEntry(
         "softplus",
@@ -318,6 +374,8 @@ for _entry in [
         params={"beta": 1.0, "threshold": 20.0},
         types=(nn.Softplus,), read=lambda m: {"beta": m.beta, "threshold": m.threshold},
         label="softplus", functions=(F.softplus,),
+        read_call=lambda a, k: {"beta": float(_arg(a, k, 1, "beta", 1.0)),
+                                "threshold": float(_arg(a, k, 2, "threshold", 20.0))},
     ),
     ActivationEntry(
         "erf", Erf, torch.erf,
@@ -341,12 +399,15 @@ for _entry in [
     ActivationEntry(
         "linear", Linear, lambda x: x, lambda x: torch.ones_like(x), _one,
         types=(Linear,), closed=lambda: ("leaky", 1.0), gain=_one, label="linear",
+        type_names=("transformers.activations.LinearActivation",),
     ),
     # Recognised in user models (probe, theory, repair, reports); not built from specs.
     ActivationEntry(
         "gelu_tanh", None, lambda x: F.gelu(x, approximate="tanh"), None, None,
-        types=(nn.GELU,), accepts=lambda m: getattr(m, "approximate", "none") == "tanh",
-        label="GELU (tanh)",
+        types=(nn.GELU,), accepts=lambda m: getattr(m, "approximate", "tanh") == "tanh",
+        label="GELU (tanh)", functions=(F.gelu,), read_call=_gelu_call("tanh"),
+        type_names=tuple(f"transformers.activations.{c}" for c in (
+            "NewGELUActivation", "GELUTanh", "FastGELUActivation")),
     ),
     ActivationEntry(
         "prelu", None, None, None, None, types=(nn.PReLU,), kinks=_kink_at_zero,
@@ -357,21 +418,26 @@ for _entry in [
         types=(nn.CELU,), read=lambda m: {"alpha": m.alpha}, kinks=_kink_at_zero,
         label="CELU",
     ),
-    ActivationEntry("mish", None, F.mish, None, None, types=(nn.Mish,), label="Mish"),
+    ActivationEntry("mish", None, F.mish, None, None, types=(nn.Mish,), label="Mish",
+                    functions=(F.mish,),
+                    type_names=("transformers.activations.MishActivation",)),
     ActivationEntry(
         "hardswish", None, F.hardswish, None, None, types=(nn.Hardswish,),
+        functions=(F.hardswish,),
         kinks=lambda: (-3.0, 3.0), label="hardswish",
     ),
     ActivationEntry(
         "hardsigmoid", None, F.hardsigmoid, None, lambda: 1.0 / 6.0, types=(nn.Hardsigmoid,),
+        functions=(F.hardsigmoid,),
         output_range=lambda: (0.0, 1.0), kinks=lambda: (-3.0, 3.0), label="hardsigmoid",
     ),
     ActivationEntry(
-        "softsign", None, F.softsign, None, _one, types=(nn.Softsign,),
+        "softsign", None, F.softsign, None, _one, types=(nn.Softsign,), functions=(F.softsign,),
         output_range=lambda: (-1.0, 1.0), label="softsign",
     ),
     ActivationEntry(
         "logsigmoid", None, F.logsigmoid, None, _one, types=(nn.LogSigmoid,),
+        functions=(F.logsigmoid,),
         label="log-sigmoid",
     ),
 ]:

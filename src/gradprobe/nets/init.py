@@ -240,11 +240,20 @@ def init_layer_(
     bias_init: tuple[str, dict[str, Any]],
     generator: torch.Generator | None = None,
 ) -> None:
-    """Initialise ``layer.weight`` and ``layer.bias`` in place with named schemes."""
+    """Initialise ``layer.weight`` and ``layer.bias`` in place with named schemes.
+
+    A weight stored in x out (HF's ``Conv1D``, a ``transposed`` kind in
+    :mod:`gradprobe.nets.layers`) is initialised through its transpose, so the scheme
+    reads the right fan-in.
+    """
+    from gradprobe.nets.layers import weight_kind
+
     name, params = weight_init
     entry = get_init(name)
-    entry.apply(layer.weight, generator, **entry.resolve(params))
+    kind = weight_kind(layer)
+    weight = layer.weight.t() if kind is not None and kind.transposed else layer.weight
+    entry.apply(weight, generator, **entry.resolve(params))
     if getattr(layer, "bias", None) is not None:
         bname, bparams = bias_init
         bentry = get_bias_init(bname)
-        bentry.apply(layer.bias, generator, fans(layer.weight)[0], **bentry.resolve(bparams))
+        bentry.apply(layer.bias, generator, fans(weight)[0], **bentry.resolve(bparams))

@@ -4,10 +4,19 @@ Registered once here, read by the probe (what it measures), theory's network rea
 it models) and repair (what it re-initialises or normalises after). Lookups follow the
 module's MRO, so subclasses (``nn.LazyLinear``) find their parent's entry.
 
-* **weight layers** (``nn.Linear``, ``nn.Conv1d/2d/3d``, registered ones): measured per
-  layer, each gets a depth; :class:`WeightKind` says how to read one;
-* **normalisation** (batch, layer, group, RMS norm): known, deliberately not measured per
-  layer (their effect shows in ``between_factor``); theory does not apply across them;
+* **weight layers** (``nn.Linear``, ``nn.Conv1d/2d/3d``, registered ones; HF's ``Conv1D``,
+  weight stored in x out, whenever ``transformers`` defines it): measured per layer, each
+  gets a depth; :class:`WeightKind` says how to read one, ``transposed`` for in x out
+  storage;
+* **embeddings** (``nn.Embedding`` and registered lookups): measured like weight layers
+  (weight gradient, backward signal at the output; a lookup is a one-hot matmul), but not
+  modelled by theory nor re-initialised by repair;
+* **embedding modules owning parameters** besides their lookups (ViT's class token and
+  position embeddings): HF's ``*Embeddings`` classes and registered types; the probe
+  records their own parameters' gradient norm;
+* **normalisation** (batch, layer, group, RMS norm): known, not measured per layer (their
+  effect shows in ``between_factor``); the probe records their affine parameters'
+  gradient norm; theory does not apply across them;
 * **plumbing**: parameter-free modules that only move, mask, pool or reshape (Dropout,
   Flatten, pooling, padding, Identity, softmax, ...). Any *other* parameter-free leaf module
   between weight layers is unknown to gradprobe and is reported.
@@ -22,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -39,12 +49,29 @@ class WeightKind:
         weight: attribute name of the weight parameter.
         bias: attribute name of the bias parameter (``None``: the layer has none).
         norm: the batch-norm type that normalises its output (repair), if any.
+        transposed: the weight is stored (in, out) as in HF's ``Conv1D``, not torch's
+            (out, in, ...).
     """
 
     unbatched_ndim: int | None = None
     weight: str = "weight"
     bias: str | None = "bias"
     norm: type | None = None
+    transposed: bool = False
+
+    def fans(self, module: nn.Module) -> tuple[int, int]:
+        """(fan_in, fan_out) of the layer's weight, read in its storage order.
+
+        Example:
+            >>> WeightKind(transposed=True).fans(nn.Linear(3, 5))  # (5, 3) read as in x out
+            (5, 3)
+        """
+        w = self.get_weight(module)
+        if w is None or w.dim() < 2:
+            raise ValueError(f"{type(module).__name__} has no 2-d (or higher) weight")
+        receptive = math.prod(w.shape[2:]) if w.dim() > 2 else 1
+        rows, cols = w.shape[0] * receptive, w.shape[1] * receptive
+        return (rows, cols) if self.transposed else (cols, rows)
 
     def get_weight(self, module: nn.Module) -> torch.Tensor | None:
         return getattr(module, self.weight, None)
@@ -65,6 +92,18 @@ _WEIGHTS: dict[type, WeightKind] = {
     nn.Conv2d: WeightKind(unbatched_ndim=3, norm=nn.BatchNorm2d),
     nn.Conv3d: WeightKind(unbatched_ndim=4, norm=nn.BatchNorm3d),
 }
+
+#: Types defined by optional packages, by qualified name: recognised whenever the package
+#: is importable (its classes exist), without importing it here.
+_WEIGHTS_BY_NAME: dict[str, WeightKind] = {
+    "transformers.pytorch_utils.Conv1D": WeightKind(unbatched_ndim=1, transposed=True),
+}
+
+_EMBEDDINGS: dict[type, WeightKind] = {
+    nn.Embedding: WeightKind(unbatched_ndim=2, bias=None, transposed=True),  # (num, dim)
+}
+
+_EMBEDDING_OWNERS: set[type] = set()
 
 _NORMS: set[type] = {
     nn.modules.batchnorm._NormBase,  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm*
@@ -94,6 +133,18 @@ def _lookup(table: dict[type, WeightKind] | set[type], module: nn.Module) -> typ
     return None
 
 
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _by_name(module: nn.Module) -> WeightKind | None:
+    for cls in type(module).__mro__:
+        kind = _WEIGHTS_BY_NAME.get(_qualname(cls))
+        if kind is not None:
+            return kind
+    return None
+
+
 def register_weight_layer(cls: type, kind: WeightKind, *, overwrite: bool = False) -> None:
     """Treat modules of type ``cls`` as weight layers.
 
@@ -103,6 +154,36 @@ def register_weight_layer(cls: type, kind: WeightKind, *, overwrite: bool = Fals
     if cls in _WEIGHTS and not overwrite:
         raise ValueError(f"{cls.__name__} already has a layer handler (use overwrite=True)")
     _WEIGHTS[cls] = kind
+
+
+def register_embedding(cls: type, kind: WeightKind, *, overwrite: bool = False) -> None:
+    """Treat modules of type ``cls`` as embedding lookups (measured, not modelled).
+
+    Example:
+        >>> register_embedding(MyLookup, WeightKind(unbatched_ndim=2, bias=None))  # doctest: +SKIP
+    """
+    if cls in _EMBEDDINGS and not overwrite:
+        raise ValueError(f"{cls.__name__} already is an embedding kind (use overwrite=True)")
+    _EMBEDDINGS[cls] = kind
+
+
+def register_embedding_owner(cls: type) -> None:
+    """Mark a module type as an embedding module whose own parameters (position
+    embeddings, class tokens) the probe measures by their gradient norm."""
+    _EMBEDDING_OWNERS.add(cls)
+
+
+def is_embedding_owner(module: nn.Module) -> bool:
+    """Whether ``module`` is an embedding module owning parameters of its own: a registered
+    type, or a ``transformers`` class whose name ends in ``Embeddings``.
+
+    Example:
+        >>> is_embedding_owner(nn.Linear(2, 2))
+        False
+    """
+    cls = type(module)
+    return _lookup(_EMBEDDING_OWNERS, module) is not None or (
+        cls.__module__.startswith("transformers.") and cls.__name__.endswith("Embeddings"))
 
 
 def register_norm(cls: type) -> None:
@@ -118,11 +199,30 @@ def register_plumbing(cls: type) -> None:
 def weight_kind(module: nn.Module) -> WeightKind | None:
     """The weight-layer kind of ``module``, or ``None``."""
     cls = _lookup(_WEIGHTS, module)
-    return _WEIGHTS[cls] if cls is not None else None
+    return _WEIGHTS[cls] if cls is not None else _by_name(module)
+
+
+def embedding_kind(module: nn.Module) -> WeightKind | None:
+    """The embedding kind of ``module`` (``nn.Embedding``, registered lookups), or ``None``."""
+    cls = _lookup(_EMBEDDINGS, module)
+    return _EMBEDDINGS[cls] if cls is not None else None
+
+
+def layer_fans(module: nn.Module) -> tuple[int, int]:
+    """(fan_in, fan_out) of a weight layer through its catalogue kind (HF ``Conv1D``:
+    weight in x out); plain (out, in, ...) storage for modules without one.
+
+    Example:
+        >>> layer_fans(nn.Conv2d(3, 8, 5))
+        (75, 200)
+    """
+    kind = weight_kind(module) or embedding_kind(module) or WeightKind()
+    return kind.fans(module)
 
 
 def weight_types() -> tuple[type, ...]:
-    """Every registered weight-layer type (for ``isinstance``)."""
+    """Every registered weight-layer type (for ``isinstance``; types known by name only
+    are left out)."""
     return tuple(_WEIGHTS)
 
 

@@ -193,3 +193,24 @@ class Capture:
         batched = z.ndim >= 2  # dim 0 is the batch; a unit is one entry of a sample
         self._host[key] = {"numel": n, "units": n // z.shape[0] if batched and n else n}
         return batched
+
+    def _norm_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if not torch.is_grad_enabled() or module in self._seen:
+            return
+        self._seen.add(module)
+        self._norm_ran.add(module)
+        key = (module, self._cur_depth)
+        self._norm_keys.append(key)
+        self._act_keys.append(key)
+
+    def _warn_nothing_seen(self, step: int) -> None:
+        """A recorded step whose forward the probe never saw: say why, once."""
+        if self._warned_blind:
+            return
+        self._warned_blind = True
+        warnings.warn(
+            f"gradprobe: step {step} recorded no forward pass of {type(self.model).__name__}"
+            "'s layers: it was not called with gradients enabled since the last "
+            "probe.step(), or what ran was a copy or compiled code the probe is not attached "
+            "to (give the Probe the model you call, e.g. the torch.compile wrapper)",
+            stacklevel=3)

@@ -32,6 +32,7 @@ from gradprobe.nets import layers as kinds
 from gradprobe.nets.layers import WeightKind as LayerHandler
 from gradprobe.nets.layers import register_norm as register_between
 from gradprobe.nets.layers import register_plumbing
+from gradprobe.probe.recurrent import CELL_TYPES
 
 __all__ = [
     "ActivationHandler", "AutogradActivation", "CatalogueActivation", "LayerHandler",
@@ -81,31 +82,35 @@ class CatalogueActivation(ActivationHandler):
         [0.5, 1.0]
     """
 
-    def __init__(self, entry: catalogue.ActivationEntry) -> None:
+    def __init__(self, entry: catalogue.ActivationEntry, params: dict | None = None) -> None:
         self.entry = entry
-        self.binary = entry.binary_dphi
+        self.binary = entry.binary_dphi and not params
+        self._params = params  # fixed parameters (a functional call's), else the module's
+
+    def _read(self, module: nn.Module) -> dict:
+        return self._params if self._params is not None else self.entry.read(module)
 
     def dphi(self, module: nn.Module, z: torch.Tensor) -> torch.Tensor:
         if self.entry.phi is None:
             return catalogue.autograd_dphi(lambda x: module.forward(x))(z)
-        return self.entry.dphi(z, **self.entry.read(module))  # type: ignore[misc]
+        return self.entry.dphi(z, **self._read(module))  # type: ignore[misc]
 
     def max_dphi(self, module: nn.Module) -> float | None:
         if not self.entry.bounded or self.entry.max_dphi is None:
             return None
-        return float(self.entry.max_dphi(**self.entry.read(module)))
+        return float(self.entry.max_dphi(**self._read(module)))
 
     def output_range(self, module: nn.Module) -> tuple[float, float] | None:
         if self.entry.output_range is None:
             return None
-        return self.entry.output_range(**self.entry.read(module))
+        return self.entry.output_range(**self._read(module))
 
     def dphi_and_output(self, module: nn.Module, z: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         entry = self.entry
         if entry.phi is None:
             return super().dphi_and_output(module, z)
-        params = entry.read(module)
+        params = self._read(module)
         h = entry.phi(z, **params)
         if entry.dphi_from_output is not None:
             return entry.dphi_from_output(h), h
@@ -168,8 +173,9 @@ def register_activation_module(
 
 
 def layer_handler(module: nn.Module) -> LayerHandler | None:
-    """The weight-layer handler for ``module``, or ``None``."""
-    return kinds.weight_kind(module)
+    """The handler for ``module`` as a measured layer (weight layer or embedding), or
+    ``None``."""
+    return kinds.weight_kind(module) or kinds.embedding_kind(module)
 
 
 def activation_handler(module: nn.Module) -> ActivationHandler | None:
@@ -191,15 +197,28 @@ def is_between(module: nn.Module) -> bool:
     return kinds.is_norm(module)
 
 
-def classify(model: nn.Module) -> dict[str, list[tuple[str, nn.Module]]]:
-    """Sort a model's submodules into ``layers``, ``activations`` and ``unknown``.
+def is_recurrent(module: nn.Module) -> bool:
+    """Whether ``module`` is one :class:`gradprobe.probe.recurrent.TimeProbe` measures
+    through time (``nn.RNN``/``LSTM``/``GRU``, the recurrent cells)."""
+    return isinstance(module, (nn.RNNBase, *CELL_TYPES))
 
-    ``unknown`` holds every module that owns parameters directly and is neither a weight
-    layer, an activation nor a between layer, and every parameter-free leaf module between
-    the first and the last weight layer (registration order) that is none of these and
-    not plumbing.
+
+def _owns_params(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False))
+
+
+def classify(model: nn.Module) -> dict[str, list[tuple[str, nn.Module]]]:
+    """Sort a model's submodules into ``layers`` (weight layers and embeddings),
+    ``activations``, ``norms`` (normalisation with affine parameters), ``recurrent``,
+    ``embedding_owners`` (embedding modules with parameters of their own) and ``unknown``.
+
+    ``unknown`` holds every module that owns parameters directly and is none of these, and
+    every parameter-free leaf module between the first and the last weight layer
+    (registration order) that is none of these and not plumbing.
     """
-    out: dict[str, list[tuple[str, nn.Module]]] = {"layers": [], "activations": [], "unknown": []}
+    out: dict[str, list[tuple[str, nn.Module]]] = {
+        "layers": [], "activations": [], "norms": [], "recurrent": [], "embedding_owners": [],
+        "unknown": []}
     free: list[tuple[int, str, nn.Module]] = []  # unclassified parameter-free leaves
     last_layer = -1
     for i, (name, module) in enumerate(model.named_modules()):
@@ -208,9 +227,16 @@ def classify(model: nn.Module) -> dict[str, list[tuple[str, nn.Module]]]:
             last_layer = i
         elif activation_handler(module) is not None:
             out["activations"].append((name, module))
-        elif is_between(module) or kinds.is_plumbing(module):
+        elif is_between(module):
+            if _owns_params(module):
+                out["norms"].append((name, module))
+        elif is_recurrent(module):
+            out["recurrent"].append((name, module))
+        elif kinds.is_embedding_owner(module) and _owns_params(module):
+            out["embedding_owners"].append((name, module))
+        elif kinds.is_plumbing(module):
             continue
-        elif any(True for _ in module.parameters(recurse=False)):
+        elif _owns_params(module):
             out["unknown"].append((name, module))
         elif next(module.children(), None) is None and out["layers"]:
             free.append((i, name, module))

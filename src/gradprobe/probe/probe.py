@@ -20,8 +20,11 @@ from torch.utils.hooks import RemovableHandle
 from gradprobe.errors import UserError
 from gradprobe.probe import handlers as H
 from gradprobe.probe.capture import ActKey, Capture
+from gradprobe.probe.compiled import CompiledSwitch
+from gradprobe.probe.coverage import Coverage, parameter_coverage
+from gradprobe.probe.functional import Functional
 from gradprobe.probe.quantities import SATURATION_THRESHOLD, Quantity, select
-from gradprobe.probe.rows import captures, step_rows, update_rows
+from gradprobe.probe.rows import captures, step_rows
 from gradprobe.probe.tensors import read_back, sum_sqs
 from gradprobe.probe.updates import Updates
 
@@ -35,12 +38,18 @@ class ProbeInUse(UserError):
     """A Probe entered (attached with ``with``) while already attached."""
 
 
-class Probe(Capture, Updates):
+class Probe(Capture, Updates, Functional):
     """Measure, layer by layer, how the gradient shrinks or grows on its way to the input.
 
     Args:
-        model: any ``nn.Module``. Weight layers (``nn.Linear``, ``nn.Conv1d/2d/3d`` and
-            registered types) are measured; activation modules get derivative statistics.
+        model: any ``nn.Module``. Weight layers (``nn.Linear``, ``nn.Conv1d/2d/3d``, HF's
+            ``Conv1D`` and registered types) and embeddings are measured; activation
+            modules, and activation functions called inside ``forward`` (``F.relu``,
+            ``torch.sigmoid``, ...), get derivative statistics; normalisation layers the
+            gradient norm of their affine parameters. A ``torch.compile``d model is
+            measured through its original module, run eagerly on recorded steps
+            (:mod:`gradprobe.probe.compiled`). :meth:`coverage` says which share of the
+            trainable parameters this reaches.
         every: record every ``every``-th step (step ``t`` is recorded iff
             ``t % every == 0``, so step 0 always is).
         quantities: names of the quantities to record (default: all). Hooks that no
@@ -105,6 +114,8 @@ class Probe(Capture, Updates):
             raise ValueError(f"every must be an integer >= 1, got {every!r}")
         if on_unknown not in ("warn", "raise"):
             raise ValueError(f"on_unknown must be 'warn' or 'raise', got {on_unknown!r}")
+        self._switch = CompiledSwitch(model)
+        model = self._switch.original
         self.model = model
         self.every = every
         if not 0.0 < float(saturation_threshold) < 0.5:
@@ -119,6 +130,13 @@ class Probe(Capture, Updates):
         self._needs = captures(self._quantities)
 
         parts = H.classify(model)
+        # modules whose own parameters get one gradient norm -> the primitive's name
+        self._norms = {m: "affine_sq" for _, m in parts["norms"]}
+        self._norms.update({m: "own_sq" for _, m in parts["embedding_owners"]})
+        self._static = {m for key in ("layers", "activations", "norms", "recurrent",
+                                      "embedding_owners") for _, m in parts[key]}
+        self._norm_ran: set[nn.Module] = set()
+        self._recurrent = [m for _, m in parts["recurrent"]]
         self._names: dict[nn.Module, str] = {}
         self._layer_h: dict[nn.Module, H.LayerHandler] = {}
         self._act_h: dict[nn.Module, H.ActivationHandler] = {}
@@ -126,6 +144,8 @@ class Probe(Capture, Updates):
         for name, m in parts["layers"]:
             self._names[m] = name or "model"
             self._layer_h[m] = H.layer_handler(m)
+        for name, m in parts["norms"] + parts["embedding_owners"]:
+            self._names[m] = name or "model"
         for name, m in parts["activations"]:
             self._names[m] = name or "model"
             self._act_h[m] = handler = H.activation_handler(m)
@@ -177,10 +197,12 @@ class Probe(Capture, Updates):
         # weight -> (version, |W|**2) as taken at the last recorded probe.step()
         self._w_sq: dict[torch.Tensor, tuple[int, torch.Tensor]] = {}
         self._warned_shared = False
+        self._warned_blind = False
         # weight layer -> whether the node of its output consumes its input directly
         # (learned on its first recorded step; see _layer_pre)
         self._direct: dict[nn.Module, bool] = {}
         self._gin_via_node = "grad_in" in self._needs
+        self._init_functional()
         self._reset_step_state()
 
     # ------------------------------------------------------------------ lifecycle
@@ -334,7 +356,24 @@ class Probe(Capture, Updates):
         from gradprobe.probe.summary import summarize
 
         notes = [f"no handler for {n} ({t}): not measured" for n, t in self.unknown_layers]
-        return summarize(self.frame(), step=step, layers=self.layers, notes=notes)
+        return summarize(self.frame(), step=step, layers=self.layers, notes=notes,
+                         coverage=self.coverage())
+
+    def coverage(self) -> Coverage:
+        """The fraction of the model's trainable parameter elements whose module is measured
+        (:mod:`gradprobe.probe.coverage`): once a step was recorded, the weight layers and
+        normalisation layers that ran in a recorded forward pass; before, every module the
+        probe knows how to measure.
+
+        Example:
+            >>> gp.Probe(torch.nn.Linear(3, 2)).coverage().fraction   # doctest: +SKIP
+            1.0
+        """
+        if not self._recorded_steps:
+            return parameter_coverage(self.model, self._static)
+        ran = set(self._depth) | self._norm_ran
+        kept = {m for m in self._static if not (m in self._layer_h or m in self._norms)}
+        return parameter_coverage(self.model, ran | kept)
 
     def __repr__(self) -> str:
         state = "attached" if self._attached else "detached"
@@ -354,7 +393,12 @@ class Probe(Capture, Updates):
     def _install(self) -> None:
         if self._installed:
             return
+        self._switch.eager()
         hooks = self._module_hooks
+        if "params" in self._needs:
+            hooks += [m.register_forward_pre_hook(self._norm_pre) for m in self._norms]
+        if "activation" in self._needs:
+            hooks += self._functional_hooks()
         for m in self._layer_h:
             hooks.append(m.register_forward_pre_hook(self._layer_pre))
             hooks.append(m.register_forward_hook(self._layer_post))
@@ -370,6 +414,7 @@ class Probe(Capture, Updates):
         for h in self._module_hooks:
             h.remove()
         self._module_hooks.clear()
+        self._switch.restore()
         self._installed = False
 
     def _reset_step_state(self) -> None:
@@ -379,7 +424,8 @@ class Probe(Capture, Updates):
         self._tensors: list[torch.Tensor] = []  # 0-d primitives, read back at step()
         self._keys: list[tuple[Any, str]] = []  # (layer or activation key, primitive)
         self._host: dict[Any, dict[str, float]] = {}  # primitives known on the host
-        self._act_keys: list[ActKey] = []
+        self._act_keys: list[ActKey] = []  # activation and normalisation keys, in order
+        self._norm_keys: list[ActKey] = []
         self._gin_edge: dict[nn.Module, tuple[Any, int]] = {}  # layer -> its input's edge
         self._micro_done = False  # end_micro_batch() called: capture ended for this step
 
@@ -401,6 +447,12 @@ class Probe(Capture, Updates):
             if b is not None and b.grad is not None:
                 keys.append((m, "bg_sq"))
                 tensors.append(b.grad.detach())
+        for key in self._norm_keys:
+            grads = [p.grad.detach().reshape(-1) for p in key[0].parameters(recurse=False)
+                     if p.grad is not None]
+            if grads:
+                keys.append((key, self._norms[key[0]]))
+                tensors.append(torch.cat(grads))
         if tensors:
             sqs = sum_sqs(tensors)
             self._keys += keys
@@ -408,9 +460,14 @@ class Probe(Capture, Updates):
             if self._optimizers:  # for the snapshot of a watched optimizer (_opt_pre)
                 self._w_sq = {w: (w._version, sqs[i]) for w, i in weights}
 
+    def _layer_at_depth(self, depth: int) -> nn.Module | None:
+        return next((m for m, d in self._depth.items() if d == depth), None)
+
     def _record(self, step: int) -> None:
         """Read the step's primitives back (one batch, with any update norms still on the
         device) and queue them; rows are built later, when someone asks (``rows``)."""
+        if self._installed and not any(m in self._seen for m in self._layer_h):
+            self._warn_nothing_seen(step)
         if "params" in self._needs:
             self._capture_params()
         n_step = len(self._tensors)
@@ -434,13 +491,6 @@ class Probe(Capture, Updates):
             else:
                 self._emit_update(*item[1:])
         self._pending.clear()
-
-    def _emit_update(self, step: int, m: nn.Module, update: float, w_old: float) -> None:
-        depth = self._depth.get(m)
-        if depth is None:  # never ran forward: no place in the record
-            return
-        p = {"update": update, "w_old": w_old}
-        self._rows += update_rows(step, self._names[m], depth, p, self._quantities)
 
     def _emit(
         self, step: int, prims: dict[Any, dict[str, float]], act_keys: list[ActKey]

@@ -19,7 +19,9 @@ gout_sq       sum(g**2)                       gin_sq           sum(g_in**2)
 next_gin_sq   gin_sq of the next layer        update, w_old    ||W_after - W_before||, ||W_before||
 ============  ===========================================================================
 
-and per activation (z its input, h = phi(z) its output, d = phi'(z)): ``numel``, ``units``
+per normalisation layer ``affine_grad`` (||dL/d(weight, bias)||), per embedding module
+with parameters of its own ``own_grad`` (||dL/d(its parameters)||), and per activation (z
+its input, h = phi(z) its output, d = phi'(z)): ``numel``, ``units``
 (entries per sample), ``dphi_sq`` (sum d**2), ``zero`` (#d == 0), ``dead`` (#units with
 d == 0 on every sample), ``sat_low`` / ``sat_high`` (#h within SATURATION_THRESHOLD of the
 output range from its lower / upper asymptote; bounded activations only).
@@ -72,7 +74,7 @@ def _rms(sum_sq: Any, batch: Any) -> np.ndarray:
 class Quantity:
     """One number per layer (or activation) and recorded step, defined over arrays.
 
-    Subclasses set ``name``, ``unit``, ``target`` ("layer" or "activation") and
+    Subclasses set ``name``, ``unit``, ``target`` ("layer", "activation" or "norm") and
     ``primitives`` (the keys they read), and implement :meth:`formula`.
     """
 
@@ -250,6 +252,26 @@ class DeadUnitFraction(_CountFraction):
 
 
 #: Every quantity, in the order rows appear in ``Probe.frame()``.
+class AffineGradNorm(Quantity):
+    """L2 norm of the gradient of a normalisation layer's affine parameters (weight and
+    bias together), at the depth of the weight layer before it."""
+
+    name, unit, target, primitives = "affine_grad_norm", "norm", "norm", ("affine_grad",)
+
+    def formula(self, p: Arrays) -> np.ndarray:
+        return np.asarray(p["affine_grad"], dtype=np.float64)
+
+
+class EmbeddingGradNorm(Quantity):
+    """L2 norm of the gradient of an embedding module's own parameters (ViT's class token
+    and position embeddings), at the depth of the weight layer before it."""
+
+    name, unit, target, primitives = "embedding_grad_norm", "norm", "norm", ("own_grad",)
+
+    def formula(self, p: Arrays) -> np.ndarray:
+        return np.asarray(p["own_grad"], dtype=np.float64)
+
+
 QUANTITIES: tuple[Quantity, ...] = (
     WeightGradNorm(),
     BiasGradNorm(),
@@ -268,6 +290,8 @@ QUANTITIES: tuple[Quantity, ...] = (
     SaturatedHighFraction(),
     InactiveFraction(),
     DeadUnitFraction(),
+    AffineGradNorm(),
+    EmbeddingGradNorm(),
 )
 
 QUANTITY_NAMES: tuple[str, ...] = tuple(q.name for q in QUANTITIES)

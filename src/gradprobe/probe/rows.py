@@ -30,7 +30,8 @@ CAPTURES = {
     "w_norm": "params", "w_grad": "params", "b_grad": "params",
     "out_sum": "forward", "out_sq": "forward", "out_numel": "forward", "out_batch": "forward",
     "gout_sq": "grad_out", "gin_sq": "grad_in", "next_gin_sq": "grad_in",
-    "update": "update", "w_old": "update",
+    "update": "update", "w_old": "update", "affine_grad": "params",
+    "own_grad": "params",
 }
 
 
@@ -41,7 +42,8 @@ def captures(quantities: Sequence[Quantity]) -> frozenset[str]:
 
 def finish(p: dict[str, float]) -> None:
     """Derive the primitives the quantities read from what the hooks leave."""
-    for sq, norm in (("w_sq", "w_norm"), ("wg_sq", "w_grad"), ("bg_sq", "b_grad")):
+    for sq, norm in (("w_sq", "w_norm"), ("wg_sq", "w_grad"), ("bg_sq", "b_grad"),
+                     ("affine_sq", "affine_grad"), ("own_sq", "own_grad")):
         if sq in p:
             p[norm] = math.sqrt(p[sq])
     if "active" in p:  # ReLU: phi' is 1 on active entries, 0 elsewhere
@@ -77,13 +79,14 @@ def step_rows(
 ) -> list[Row]:
     """Rows of one recorded step.
 
-    ``prims`` maps each weight layer and activation key ``(module, depth)`` to its
-    primitives, ``layer_at`` depth -> weight layer, ``names`` module -> qualified name.
+    ``prims`` maps each weight layer and activation (or normalisation) key
+    ``(module, depth)`` to its primitives, ``layer_at`` depth -> weight layer, ``names``
+    module -> qualified name.
     """
     for p in prims.values():
         finish(p)
     layer_qs = [q for q in quantities if q.target == "layer" and "update" not in q.primitives]
-    act_qs = [q for q in quantities if q.target == "activation"]
+    act_qs = [q for q in quantities if q.target in ("activation", "norm")]
     n = max(layer_at, default=0)
     layers = [prims.get(layer_at.get(d)) for d in range(1, n + 1)]
     values = evaluate(layer_qs, *_columns(layers, layer_qs))

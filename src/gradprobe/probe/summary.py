@@ -15,7 +15,9 @@ Figures (``Summary.figures``):
 * ``between_product`` (prod of between_factor, depths 1..L-1) and ``weight_product`` (prod
   of weight_factor, depths 2..L); their product is total_attenuation;
 * ``dominant_factor``: ``"between"`` or ``"weight"``, whichever product is further from 1
-  (in log); per layer, the table's ``dominant`` column does the same for one transition.
+  (in log); per layer, the table's ``dominant`` column does the same for one transition;
+* ``coverage``: the fraction of trainable parameter elements whose module was measured
+  (:mod:`gradprobe.probe.coverage`; a note lists the unmeasured modules).
 
 Example:
     >>> s = probe.summary()                  # doctest: +SKIP
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gradprobe.probe.coverage import MIN_COVERAGE, Coverage
 from gradprobe.probe.quantities import QUANTITIES
 from gradprobe.record import layer_table, signal_profile
 
@@ -51,6 +54,7 @@ FIGURE_KEYS = (
     "between_product",
     "weight_product",
     "dominant_factor",
+    "coverage",
 )
 
 
@@ -137,6 +141,7 @@ def summarize(
     step: int | None = None,
     layers: list[tuple[int, str, str]] | None = None,
     notes: list[str] | None = None,
+    coverage: Coverage | None = None,
 ) -> Summary:
     """Summarise one step of a record (default: its last step).
 
@@ -145,9 +150,15 @@ def summarize(
         step: the step to summarise; must be in the record.
         layers: ``Probe.layers`` (adds the module type column), optional.
         notes: caveats to carry along.
+        coverage: the probe's :meth:`~gradprobe.Probe.coverage` (figure ``coverage``).
     """
     notes = list(notes or [])
+    if coverage is not None and coverage.unmeasured:
+        low = " (below 90%: the record does not speak for the whole model)" if (
+            coverage.fraction < MIN_COVERAGE) else ""
+        notes.append(coverage.describe() + low)
     empty = {k: None for k in FIGURE_KEYS}
+    empty["coverage"] = coverage.fraction if coverage is not None else None
     if frame.empty:
         return Summary(None, pd.DataFrame(), pd.DataFrame(), empty, notes + ["nothing recorded"])
     steps = sorted(frame["step"].unique())
@@ -189,6 +200,7 @@ def summarize(
     table["dominant"] = dominant
 
     figures = _figures(table, step)
+    figures["coverage"] = coverage.fraction if coverage is not None else None
     if n >= 2 and figures["between_product"] is None:
         notes.append("between/weight factors incomplete: no gradient at some layer inputs")
     return Summary(step, table, activations, figures, notes)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradprobe.probe.rows import update_rows
 from gradprobe.probe.tensors import sum_sq, sum_sqs
 
 
@@ -90,3 +91,10 @@ class Updates:
             update, w_old = math.sqrt(values[2 * j]), math.sqrt(values[2 * j + 1])
             self._pending[i] = (kind, step, m, update, w_old)
         self._open_updates = []
+
+    def _emit_update(self, step: int, m: nn.Module, update: float, w_old: float) -> None:
+        depth = self._depth.get(m)
+        if depth is None:  # never ran forward: no place in the record
+            return
+        p = {"update": update, "w_old": w_old}
+        self._rows += update_rows(step, self._names[m], depth, p, self._quantities)

@@ -35,8 +35,8 @@ from torch import nn
 
 from gradprobe.errors import UserError
 from gradprobe.nets.activations import catalogue, entry_for_module
-from gradprobe.nets.init import fans, get_bias_init, get_init
-from gradprobe.nets.layers import is_norm, weight_kind
+from gradprobe.nets.init import get_bias_init, get_init
+from gradprobe.nets.layers import is_norm, layer_fans, weight_kind
 from gradprobe.theory.gaussian import Moments, moments
 from gradprobe.theory.meanfield import LayerTheory
 
@@ -125,11 +125,17 @@ class NetworkInfo:
 def _layer_stats(module: nn.Module) -> tuple[float, float, int]:
     """(sigma_w2 = E[W^2] fan_in, sigma_b2 = E[b^2], fan_in) of a weight layer as it is."""
     weight = module.weight.detach()
-    fan_in, _ = fans(weight)
+    fan_in, _ = layer_fans(module)
     sw = float(weight.double().pow(2).mean()) * fan_in
     bias = getattr(module, "bias", None)
     sb = float(bias.detach().double().pow(2).mean()) if bias is not None else 0.0
     return sw, sb, fan_in
+
+
+def _width(module: nn.Module) -> int:
+    """Output features (channels) of a weight layer, in its storage order."""
+    kind = weight_kind(module)
+    return int(module.weight.shape[1 if kind is not None and kind.transposed else 0])
 
 
 def _shared_bias(module: nn.Module) -> bool:
@@ -236,7 +242,7 @@ def inspect_network(model: nn.Module) -> NetworkInfo:
                     "2018); padding at the borders is ignored; width = channels"
                 )
             layers.append({
-                "name": name, "sw": sw, "sb": sb, "width": int(module.weight.shape[0]),
+                "name": name, "sw": sw, "sb": sb, "width": _width(module),
                 "fan_in": fan_in, "acts": [],
             })
         elif isinstance(module, _FunctionalActivation):
