@@ -157,7 +157,7 @@ def resolve_problem(data: Any, loss_fn: LossFn | None = None) -> Problem:
     elif classification:
         fn, loss_name = token_cross_entropy, "cross_entropy"
     else:
-        fn, loss_name = _mse, "mse"
+        fn, loss_name = mse, "mse"
     return Problem(x=x, y=y, loss_fn=fn, loss_name=loss_name, classification=classification,
                    name=name, x_test=x_test, y_test=y_test, in_shape=in_shape)
 
@@ -189,9 +189,10 @@ def _check_labels(y: torch.Tensor) -> None:
 LABEL_KEYS = ("labels", "label", "y")
 
 
-def read_token_npz(path: str | Path) -> dict[str, np.ndarray] | None:
-    """The arrays of an npz file holding ``input_ids`` (and ``attention_mask``, ``labels``,
-    ...), as one dict; None when the file has no ``input_ids``. Never standardised.
+def read_token_npz(path: str | Path) -> Any:
+    """The integer data of an npz file, never standardised: a dict of every array when the
+    file holds ``input_ids`` (with ``attention_mask``, ``labels``, ...), ``(x, y)`` when
+    its ``x`` is integer; None for float features (loaded as a dataset).
 
     Example:
         >>> read_token_npz("tokens.npz").keys()                  # doctest: +SKIP
@@ -199,12 +200,53 @@ def read_token_npz(path: str | Path) -> dict[str, np.ndarray] | None:
     """
     try:
         with np.load(path, allow_pickle=False) as archive:
-            if "input_ids" not in archive.files:
-                return None
-            return {k: archive[k] for k in archive.files}
+            if "input_ids" in archive.files:
+                return {k: archive[k] for k in archive.files}
+            if "x" in archive.files and "y" in archive.files and archive["x"].dtype.kind in "iub":
+                return archive["x"], archive["y"]
+            return None
     except Exception as exc:  # zipfile, zlib, numpy header errors: all mean a bad file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a readable npz file ({first})") from None
+
+
+#: ``--loss`` names: ``auto`` picks by the targets (integer: cross-entropy, float: MSE).
+LOSSES = ("auto", "cross_entropy", "mse")
+
+
+def named_loss(name: str) -> LossFn | None:
+    """The loss ``--loss name`` means; None for ``auto``.
+
+    ``mse`` on integer labels compares the output with one-hot targets.
+
+    Example:
+        >>> named_loss("cross_entropy").__name__
+        'token_cross_entropy'
+    """
+    if name not in LOSSES:
+        raise UserError(f"--loss must be one of {', '.join(LOSSES)}, not {name!r}")
+    return {"auto": None, "cross_entropy": token_cross_entropy, "mse": mse}[name]
+
+
+def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error against float targets, or against one-hot integer labels."""
+    if not torch.is_floating_point(target):
+        target = F.one_hot(target, output.shape[-1]).to(output.dtype)
+    return _mse(output, target)
+
+
+def data_argument(text: str, standardize: bool = True) -> Any:
+    """``--data`` as :func:`resolve_problem` takes it: a DataSpec for a name or file,
+    with ``standardize`` off when asked (integer data is never standardised).
+
+    Example:
+        >>> data_argument("digits", standardize=False).standardize
+        False
+    """
+    from gradprobe.spec import DATASETS
+
+    spec = _spec_from_text(text, DATASETS)
+    return spec if standardize else spec.model_copy(update={"standardize": False})
 
 
 def _spec_from_text(text: str, names: tuple[str, ...]) -> Any:
