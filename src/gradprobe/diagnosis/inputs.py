@@ -36,7 +36,13 @@ from torch.nn import functional as F
 
 from gradprobe.errors import UserError
 from gradprobe.kwinputs import KwInputs, call_model
-from gradprobe.outputs import IGNORE_INDEX, split_output, token_cross_entropy
+from gradprobe.outputs import (
+    IGNORE_INDEX,
+    cast_inputs,
+    model_dtype,
+    split_output,
+    token_cross_entropy,
+)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -89,7 +95,7 @@ def _input_tensor(value: Any, what: str) -> torch.Tensor:
         return x.long()
     if not torch.is_floating_point(x):
         return x if x.dtype == torch.int64 else x.long()  # token ids: never floats
-    return x.float() if x.dtype == torch.float64 else x  # cast to the model's dtype later
+    return x  # cast to the model's dtype by check_model_runs
 
 
 def _inputs(x: Any) -> torch.Tensor | KwInputs:
@@ -107,8 +113,6 @@ def _from_tensors(x: Any, y: Any, name: str = "data") -> tuple[Any, torch.Tensor
         raise UserError(f"{name}: x has {len(x)} samples but y has {len(y)}")
     if len(x) < 2:
         raise UserError(f"{name}: need at least 2 samples, got {len(x)}")
-    if torch.is_floating_point(y) and y.dtype == torch.float64:
-        y = y.float()
     if not torch.is_floating_point(y):
         y = y.long()
     return x, y
@@ -288,6 +292,7 @@ def check_model_runs(model: nn.Module, problem: Problem) -> None:
             "it has no parameters")
         raise UserError(f"the model has nothing to train or measure: {why}; unfreeze the "
                         "layers to diagnose (model.requires_grad_(True))")
+    _to_model_dtype(problem, model_dtype(model) or torch.float32)
     first = _try_forward(model, problem.x[:2])
     if first is None:
         return
@@ -343,6 +348,17 @@ def missing_arguments(model: nn.Module, x: Any) -> list[str]:
         given = set(x.keys())
         return [p.name for p in required if p.name not in given]
     return [p.name for p in required[1:]]
+
+
+def _to_model_dtype(problem: Problem, dtype: torch.dtype) -> None:
+    """Float inputs and targets in the model's dtype (a float64 model gets float64)."""
+    problem.x = cast_inputs(problem.x, dtype)
+    if torch.is_floating_point(problem.y):
+        problem.y = problem.y.to(dtype)
+    if problem.x_test is not None and problem.y_test is not None:
+        problem.x_test = cast_inputs(problem.x_test, dtype)
+        if torch.is_floating_point(problem.y_test):
+            problem.y_test = problem.y_test.to(dtype)
 
 
 def _try_forward(model: nn.Module, x: Any) -> str | None:
