@@ -195,3 +195,19 @@ def test_labels_other_than_minus_100_must_be_classes() -> None:
     bad[0, 0] = -3
     with pytest.raises(UserError, match="-100"):
         gp.diagnose(tiny_gpt2(), (ids, bad))
+
+
+def test_repair_trains_candidates_on_dict_inputs() -> None:
+    torch.manual_seed(0)
+    model = NeedsMask()
+    ids = tokens(32, 6)
+    mask = torch.ones_like(ids)
+    mask[:, 3:] = 0
+    y = ids[:, 0] % 3
+    fixes = gp.repair(model, ({"input_ids": ids, "attention_mask": mask}, y), budget_steps=2,
+                      candidates=["lr x10", "init he_normal"])
+    assert set(fixes.table["candidate"]) == {"baseline", "lr x10", "init he_normal"}
+    with torch.no_grad():
+        want = float(F.cross_entropy(model(ids, mask), y))
+    for name in ("baseline", "lr x10"):  # the unchanged model, before its first step
+        assert fixes.runs[name].initial_loss == pytest.approx(want, rel=1e-5)
