@@ -91,13 +91,18 @@ def test_depth_follows_the_residual_stream_not_the_call_order() -> None:
     assert [depth[n] for n in weight] == list(range(1, len(weight) + 1))
 
 
-def test_dict_inputs_go_to_forward_as_keywords() -> None:
+def masked_tokens(n: int, seq: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor,
+                                              torch.Tensor]:
+    """A seeded :class:`NeedsMask`, token ids, a mask hiding the second half, labels."""
     torch.manual_seed(0)
-    model = NeedsMask()
-    ids = tokens(16, 8)
+    ids = tokens(n, seq)
     mask = torch.ones_like(ids)
-    mask[:, 4:] = 0
-    y = ids[:, 0] % 3
+    mask[:, seq // 2:] = 0
+    return NeedsMask(), ids, mask, ids[:, 0] % 3
+
+
+def test_dict_inputs_go_to_forward_as_keywords() -> None:
+    model, ids, mask, y = masked_tokens(16, 8)
     a = gp.diagnose(model, ({"input_ids": ids, "attention_mask": mask}, y), steps=1)
     b = gp.diagnose(model, {"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
                             "labels": y.numpy()}, steps=1)
@@ -198,12 +203,7 @@ def test_labels_other_than_minus_100_must_be_classes() -> None:
 
 
 def test_repair_trains_candidates_on_dict_inputs() -> None:
-    torch.manual_seed(0)
-    model = NeedsMask()
-    ids = tokens(32, 6)
-    mask = torch.ones_like(ids)
-    mask[:, 3:] = 0
-    y = ids[:, 0] % 3
+    model, ids, mask, y = masked_tokens(32, 6)
     fixes = gp.repair(model, ({"input_ids": ids, "attention_mask": mask}, y), budget_steps=2,
                       candidates=["lr x10", "init he_normal"])
     assert set(fixes.table["candidate"]) == {"baseline", "lr x10", "init he_normal"}

@@ -42,8 +42,8 @@ from gradprobe.diagnosis.inputs import Problem, model_device
 from gradprobe.diagnosis.theory_view import TheoryView, theory_view
 from gradprobe.diagnosis.time_evidence import TimeRow, input_levels, time_rows
 from gradprobe.errors import UserError
-from gradprobe.nets.layers import layer_fans
 from gradprobe.kwinputs import KwInputs
+from gradprobe.nets.layers import layer_fans
 from gradprobe.outputs import cast_inputs, compute_loss, model_dtype
 from gradprobe.record import SignalProfile, layer_table, profile_at, tidy_frame
 
