@@ -86,6 +86,7 @@ def files(tmp_path):
     np.savez(tokens, input_ids=ids, attention_mask=mask, labels=ids[:, 0] % 3)
     ids_only = tmp_path / "ids.npz"
     np.savez(ids_only, input_ids=ids, labels=ids[:, 0] % 3)
+    np.savez(tmp_path / "ints.npz", x=ids, y=ids[:, 0] % 3)
     raw = tmp_path / "raw.npz"
     np.savez(raw, x=g.normal(5.0, 1.0, (40, 3)), y=g.integers(0, 2, 40))
     return models, tokens, ids_only, raw
@@ -127,6 +128,13 @@ def test_no_standardize_keeps_float_features(files):
     assert standardised.exit_code == 2 and "inputs were standardised" in standardised.output
     kept = invoke("diagnose", f"{models}:raw_only", "--data", raw, "--no-standardize")
     assert kept.exit_code in (0, 1), kept.output
+
+
+def test_integer_x_in_an_npz_reaches_the_model_as_token_ids(files):
+    models, tokens, _, _ = files
+    result = invoke("diagnose", f"{models}:bag", "--data", tokens.parent / "ints.npz")
+    assert result.exit_code in (0, 1), result.output  # an embedding rejects float or
+    assert "coverage: 100.0%" in result.output       # standardised inputs
 
 
 def test_unknown_loss_exits_2(files):
