@@ -26,7 +26,7 @@ ROOT = "gradprobe"
 LAYERS: list[tuple[str, ...]] = [
     ("_version", "errors", "limits", "spec_params", "autopilot.options", "spec", "nets", "data",
      "budget", "sequence_tasks", "native"),
-    ("probe", "record", "outputs"),
+    ("probe", "record", "outputs", "kwinputs"),
     ("train", "integrations", "autopilot"),
     ("store", "api"),
     ("theory",),

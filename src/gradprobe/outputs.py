@@ -37,8 +37,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from gradprobe.errors import UserError
+from gradprobe.kwinputs import KwInputs, call_model
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: A per-token label that is not trained on (Hugging Face's convention).
+IGNORE_INDEX = -100
 
 
 def loss_function(kind: str, n_classes: int) -> LossFn:
@@ -102,23 +105,49 @@ def loss_on(out: Any, y: torch.Tensor, loss_fn: LossFn
     return loss, logits
 
 
-def compute_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
+def compute_loss(model: nn.Module, x: Any, y: torch.Tensor, loss_fn: LossFn
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Run ``model`` on ``x``; ``(loss, logits)`` as :func:`loss_on` gives them."""
-    return loss_on(model(x), y, loss_fn)
+    """Run ``model`` on ``x`` (a tensor, or :class:`~gradprobe.kwinputs.KwInputs` passed as
+    keyword arguments); ``(loss, logits)`` as :func:`loss_on` gives them."""
+    return loss_on(call_model(model, x), y, loss_fn)
+
+
+def token_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on class labels ``(n,)`` or per-token labels ``(n, seq)``.
+
+    Per-token labels read logits ``(n, seq, classes)``; label ``-100`` is ignored, as in
+    Hugging Face (``y[:, t]`` is the target of ``logits[:, t]``: shift it yourself for a
+    causal language model).
+
+    Example:
+        >>> import torch
+        >>> logits, y = torch.zeros(2, 3, 5), torch.tensor([[1, 2, -100], [0, -100, -100]])
+        >>> round(float(token_cross_entropy(logits, y)), 4)  # log(5), over 3 tokens
+        1.6094
+    """
+    if y.dim() == 2 and logits.dim() == 3:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
 
 
 def accuracy(logits: torch.Tensor | None, y: torch.Tensor) -> float:
-    """Share of ``argmax(logits) == y``; NaN unless the targets are class labels
-    and the logits are ``(n, classes)``."""
-    if logits is None or torch.is_floating_point(y) or logits.dim() != 2:
+    """Share of ``argmax(logits) == y``; NaN unless the targets are class labels with
+    logits ``(n, classes)``, or per-token labels ``(n, seq)`` with logits ``(n, seq,
+    classes)`` (labels ``-100`` not counted)."""
+    if logits is None or torch.is_floating_point(y) or logits.dim() != y.dim() + 1:
         return math.nan
-    return float((logits.argmax(dim=1) == y).float().mean())
+    if y.dim() not in (1, 2) or logits.shape[:-1] != y.shape:
+        return math.nan
+    kept = y != IGNORE_INDEX
+    if not bool(kept.any()):
+        return math.nan
+    return float((logits.argmax(dim=-1) == y)[kept].float().mean())
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
+    model: nn.Module, x: Any, y: torch.Tensor, loss_fn: LossFn
 ) -> tuple[float, float]:
     """(loss, accuracy) of ``model`` on ``(x, y)`` in eval mode (NaN, NaN when empty)."""
     if len(x) == 0:
@@ -140,8 +169,11 @@ def model_dtype(model: nn.Module) -> torch.dtype | None:
     return None
 
 
-def cast_inputs(x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    """Floating ``x`` in ``dtype`` (unchanged when it already is); integer ``x`` unchanged."""
+def cast_inputs(x: Any, dtype: torch.dtype | None) -> Any:
+    """Floating ``x`` in ``dtype`` (unchanged when it already is); integer ``x`` unchanged;
+    :class:`~gradprobe.kwinputs.KwInputs` tensor by tensor."""
+    if isinstance(x, KwInputs):
+        return x if dtype is None else x.cast(dtype)
     if dtype is None or not torch.is_floating_point(x) or x.dtype == dtype:
         return x
     return x.to(dtype)

@@ -253,6 +253,19 @@ def reference_frame(
         g_in.append(gi)
     loss.backward()
 
+    # depth: top-level submodules in call order, the layers inside one in definition order
+    defined = [m for m in model.modules() if m in ins]
+    top = {}
+    for i, m in enumerate(order):
+        top.setdefault(names[m].split(".")[0], i)
+    ranked = sorted(order, key=lambda m: (top[names[m].split(".")[0]], defined.index(m)))
+    g_out = [g_out[order.index(m)] for m in ranked]
+    g_in = [g_in[order.index(m)] for m in ranked]
+    redepth = {0: 0} | {order.index(m) + 1: ranked.index(m) + 1 for m in ranked}
+    order = ranked
+    act_in = [(m, redepth[d], z) for m, d, z in act_in]
+    calls.calls = [(n, redepth[d], *rest) for n, d, *rest in calls.calls]
+    norm_depth = {m: redepth[d] for m, d in norm_depth.items()}
     rows = []
     for i, m in enumerate(order):
         depth, name = i + 1, names[m]

@@ -31,7 +31,22 @@ def diagnose_command(
     target: str = typer.Argument(
         ..., help="file.py:factory (factory() returns an nn.Module), or a checkpoint with --arch."
     ),
-    data: str = typer.Option("digits", "--data", help="Dataset name or an .npz/.csv path."),
+    data: str = typer.Option(
+        "digits", "--data", help="Dataset name or an .npz/.csv path (an npz may hold "
+        "input_ids, attention_mask, token_type_ids and labels: passed as keyword arguments)."
+    ),
+    loss: str = typer.Option(
+        "auto", "--loss", help="auto (integer labels: cross_entropy, float targets: mse), "
+        "cross_entropy (per-sample or per-token labels, -100 ignored) or mse."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Samples per probed batch and training step "
+        "(default 128)."
+    ),
+    no_standardize: bool = typer.Option(
+        False, "--no-standardize", help="Keep float features as they are (integer data is "
+        "never standardised)."
+    ),
     steps: int = typer.Option(0, "--steps", min=0, help="Also train a copy for this many steps."),
     repair: bool = typer.Option(False, "--repair", help="Try candidate fixes and rank them."),
     budget: int = typer.Option(200, "--budget", min=1, help="Training steps per repair candidate."),
@@ -50,17 +65,25 @@ def diagnose_command(
     from gradprobe.diagnosis import DEFAULT_LR
     from gradprobe.diagnosis import diagnose as run_diagnose
     from gradprobe.diagnosis import repair as run_repair
+    from gradprobe.diagnosis.inputs import data_argument, named_loss
     from gradprobe.diagnosis.loading import load_model
     from gradprobe.errors import UserError
 
     if as_json and markdown:
         raise UserError("--json and --markdown: choose one")
     check_options(steps=steps, budget=budget, lr=lr)
+    from gradprobe.diagnosis.evidence import BATCH_SIZE
+
+    loss_fn = named_loss(loss)
+    batch_size = BATCH_SIZE if batch_size is None else batch_size
+    dataset = data_argument(data, standardize=not no_standardize)
     model, label = load_model(target, checkpoint, arch, seed)
     rate = DEFAULT_LR if lr is None else lr
-    diag = run_diagnose(model, data, steps=steps, lr=rate, seed=seed, name=label)
+    diag = run_diagnose(model, dataset, loss_fn, steps=steps, lr=rate, seed=seed, name=label,
+                        batch_size=batch_size)
     if repair:
-        diag.repair = run_repair(model, data, budget_steps=budget, lr=rate, seed=seed)
+        diag.repair = run_repair(model, dataset, loss_fn, budget_steps=budget, lr=rate,
+                                 seed=seed, batch_size=batch_size)
     if as_json:
         sys.stdout.write(json.dumps(diag.to_dict(), indent=1, allow_nan=False) + "\n")
     elif markdown:

@@ -185,7 +185,9 @@ def diagnose(
     """Diagnose ``model``'s gradient flow on ``data``; ``steps > 0`` adds a short training run.
 
     The model is never modified: measurements and training run on copies. ``data`` is
-    ``(x, y)``, a dataset name, a DataSpec or a Dataset (see
+    ``(x, y)`` (``x`` may be a dict of tensors passed as keyword arguments; ``y`` class
+    labels, per-token labels with -100 ignored, or float targets), a dict of inputs plus
+    ``labels``, a dataset name, a DataSpec or a Dataset (see
     :mod:`gradprobe.diagnosis.inputs`). ``lr``/``optimizer`` set the training run (plain
     SGD at :data:`DEFAULT_LR` by default); ``n_batches`` x ``batch_size`` samples are probed;
     ``name`` labels the model in reports. Raises :class:`UserError` for bad input.

@@ -42,6 +42,7 @@ from gradprobe.diagnosis.inputs import Problem, model_device
 from gradprobe.diagnosis.theory_view import TheoryView, theory_view
 from gradprobe.diagnosis.time_evidence import TimeRow, input_levels, time_rows
 from gradprobe.errors import UserError
+from gradprobe.kwinputs import KwInputs
 from gradprobe.nets.layers import layer_fans
 from gradprobe.outputs import cast_inputs, compute_loss, model_dtype
 from gradprobe.record import SignalProfile, layer_table, profile_at, tidy_frame
@@ -362,7 +363,11 @@ def collect_evidence(
         nonfinite=nonfinite,
     )
     has_norm = [n for n, m in work.named_modules() if H.is_between(m)]
-    view = theory_view(model, problem) if theory else TheoryView(False, "not asked for")
+    view = TheoryView(False, "not asked for")
+    if theory and (isinstance(problem.x, KwInputs) or not torch.is_floating_point(problem.x)):
+        view = TheoryView(False, "the inputs are token ids or named tensors, not features")
+    elif theory:
+        view = theory_view(model, problem)
     return Evidence(
         layers=layers, activations=activations, profile=profile, theory=view,
         n_batches=n_batches, batch_size=min(batch_size, problem.n), has_norm=has_norm,

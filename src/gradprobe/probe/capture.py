@@ -39,6 +39,38 @@ class Capture:
         self._tensors.append(value)
         self._keys.append((key, name))
 
+    def _depth_ranks(self) -> dict[int, int]:
+        """Depth 1..n of each weight layer that ran, keyed by its order of first call
+        (0 stays 0).
+
+        The residual stream, not the call order: the model's top-level submodules (blocks,
+        heads) go in the order they first ran; the layers inside one go in definition
+        (``named_modules``) order. So in a transformer the embeddings come first, then each
+        block's sub-layers in order, whatever their branches' call order.
+        """
+        order: dict[nn.Module, int] | None = getattr(self, "_order", None)
+        if order is None or any(m not in order for m in self._depth):
+            order = self._order = {m: i for i, m in enumerate(self._layer_h, 1)}
+        top: dict[str, int] = {}
+        for m, d in self._depth.items():
+            head = self._names[m].split(".")[0]
+            top[head] = min(top.get(head, d), d)
+        key = {d: (top[self._names[m].split(".")[0]], order[m]) for m, d in self._depth.items()}
+        ranks = {d: i for i, d in enumerate(sorted(key, key=key.__getitem__), 1)}
+        ranks[0] = 0
+        return ranks
+
+    def _ranked(self, prims: dict[Any, dict[str, float]], act_keys: list[ActKey]
+                ) -> tuple[dict[Any, dict[str, float]], list[ActKey], dict[int, nn.Module]]:
+        """A step's primitives, activation keys and depth -> layer map with the depths of
+        the record (:meth:`_depth_ranks`)."""
+        rank = self._depth_ranks()
+        keys = [(m, rank[d]) for m, d in act_keys]
+        old = set(act_keys)
+        out = {k: v for k, v in prims.items() if k not in old}
+        out.update({new: prims[k] for k, new in zip(act_keys, keys, strict=True)})
+        return out, keys, {rank[d]: m for m, d in self._depth.items()}
+
     def _layer_pre(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         if not torch.is_grad_enabled() or self._micro_done:
             return None

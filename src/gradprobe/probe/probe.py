@@ -185,7 +185,7 @@ class Probe(Capture, Updates, Functional):
         self._last_closed_recorded = False
         self._closed_since: set[int] = set()  # optimizers with a probe.step() since theirs
         self._last_update_step: dict[int, int] = {}  # optimizer -> step of its last update
-        self._depth: dict[nn.Module, int] = {}  # weight layer -> depth, forward order
+        self._depth: dict[nn.Module, int] = {}  # weight layer -> order of first call
         self._rows: list[tuple[int, str, int, str, float]] = []
         self._recorded_steps: list[int] = []
         # queued for rows, in order: ("step", step, primitives, activation keys) and
@@ -321,11 +321,10 @@ class Probe(Capture, Updates, Functional):
 
     @property
     def layers(self) -> list[tuple[int, str, str]]:
-        """``(depth, qualified name, module type)`` per weight layer seen, forward order."""
-        return [
-            (d, self._names[m], type(m).__name__)
-            for m, d in sorted(self._depth.items(), key=lambda kv: kv[1])
-        ]
+        """``(depth, qualified name, module type)`` per weight layer seen, by depth."""
+        rank = self._depth_ranks()
+        return [(rank[d], self._names[m], type(m).__name__)
+                for m, d in sorted(self._depth.items(), key=lambda kv: rank[kv[1]])]
 
     @property
     def recorded_steps(self) -> list[int]:
@@ -495,5 +494,5 @@ class Probe(Capture, Updates, Functional):
     def _emit(
         self, step: int, prims: dict[Any, dict[str, float]], act_keys: list[ActKey]
     ) -> None:
-        layer_at = {d: m for m, d in self._depth.items()}
+        prims, act_keys, layer_at = self._ranked(prims, act_keys)
         self._rows += step_rows(step, prims, act_keys, layer_at, self._names, self._quantities)

@@ -97,4 +97,5 @@ class Updates:
         if depth is None:  # never ran forward: no place in the record
             return
         p = {"update": update, "w_old": w_old}
+        depth = self._depth_ranks()[depth]
         self._rows += update_rows(step, self._names[m], depth, p, self._quantities)
