@@ -124,3 +124,30 @@ def test_repair_offers_autopilot_and_keeps_the_architecture(digits):
     changed = fixes.model("autopilot")
     assert [type(m) for m in changed.modules()] == [type(m) for m in model.modules()]
     assert fixes.runs["autopilot"].steps == 20
+
+
+def test_init_rescales_conv1d_layers_stored_in_by_out():
+    """HF's Conv1D keeps its weight (in, out): the init scales output units, in dim 1."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+    from zoo import gpt2
+
+    from gradprobe.autopilot.init import data_dependent_init
+
+    torch.manual_seed(0)
+    model = gpt2(2)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ids = torch.randint(0, 50, (16, 8))
+    changes = data_dependent_init(model, ids)
+    assert changes, "no layer was initialised"
+    after = dict(model.named_parameters())
+    wte = "model.transformer.wte.weight"
+    # embeddings are lookups, and the head shares their weight (tied): both left alone
+    assert torch.equal(before[wte], after[wte])
+    for name, p in after.items():
+        if name.endswith("c_fc.weight"):
+            ratio = p.detach() / before[name]
+            # one factor per output unit (column), the same down every row
+            assert torch.allclose(ratio, ratio[:1].expand_as(ratio), rtol=1e-5)

@@ -211,3 +211,11 @@ def test_repair_trains_candidates_on_dict_inputs() -> None:
         want = float(F.cross_entropy(model(ids, mask), y))
     for name in ("baseline", "lr x10"):  # the unchanged model, before its first step
         assert fixes.runs[name].initial_loss == pytest.approx(want, rel=1e-5)
+
+
+def test_autopilot_repairs_a_model_that_takes_dict_inputs() -> None:
+    model, ids, mask, y = masked_tokens(32, 6)
+    fixes = gp.repair(model, ({"input_ids": ids, "attention_mask": mask}, y), budget_steps=2,
+                      candidates=["autopilot"])
+    assert "autopilot" in set(fixes.table["candidate"]), fixes.skipped
+    assert fixes.runs["autopilot"].steps == 2

@@ -40,6 +40,7 @@ from gradprobe.autopilot.init import data_dependent_init
 from gradprobe.autopilot.layers import LayerSlot, trace_layers
 from gradprobe.autopilot.options import AutopilotOptions
 from gradprobe.autopilot.revive import UnitWatch
+from gradprobe.outputs import compute_loss
 from gradprobe.train import Callback, Loop
 
 
@@ -122,7 +123,7 @@ class Autopilot(Callback):
         self._start(loop, x)
         loop.optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            loop.loss_fn(loop.model(x), y).backward()
+            compute_loss(loop.model, x, y, loop.loss_fn)[0].backward()
 
     def _start(self, loop: Loop, x: torch.Tensor) -> None:
         self._init_done = True

@@ -46,6 +46,7 @@ from torch import nn
 
 from gradprobe.autopilot import targets
 from gradprobe.autopilot.layers import LayerSlot, hooked_pass, trace_layers, unit_dims
+from gradprobe.nets.layers import weight_kind
 
 InitMethod = Literal["auto", "centered", "lsuv", "unitwise", "none"]
 
@@ -146,7 +147,10 @@ def _fix_layer(slot: LayerSlot, out: torch.Tensor, method: InitMethod,
 def _shape_like(v: torch.Tensor, like: torch.Tensor, slot: LayerSlot,
                 weight: bool = False) -> torch.Tensor:
     """Per-unit values ``v`` shaped to broadcast against an output (or the weight)."""
-    if weight:  # weights keep their output units in dim 0 (Linear and Conv alike)
+    if weight:  # output units in dim 0 (Linear, Conv); in dim 1 when stored (in, out)
+        kind = weight_kind(slot.module)
+        if kind is not None and kind.transposed:
+            return v.reshape(1, -1)
         return v.reshape(-1, *([1] * (like.ndim - 1)))
     shape = [1] * like.ndim
     unit = like.ndim - 1 if slot.handler.unbatched_ndim == 1 else min(1, like.ndim - 1)

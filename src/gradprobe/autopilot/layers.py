@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradprobe.kwinputs import call_model
+from gradprobe.nets.layers import weight_kind
 from gradprobe.probe import handlers as H
 
 
@@ -64,7 +66,8 @@ def unit_dims(out: torch.Tensor, slot: LayerSlot) -> tuple[int, ...]:
 def trace_layers(model: nn.Module, x: torch.Tensor) -> list[LayerSlot]:
     """The weight layers of ``model`` in the order a forward pass on ``x`` calls them.
 
-    Layers never called on ``x`` are left out; a layer called twice keeps its first place.
+    Layers never called on ``x`` are left out; a layer called twice keeps its first place;
+    a layer whose weight another module shares (tied weights) is left out.
     Runs under ``torch.no_grad()``; buffers (batch-norm running statistics) are restored.
     """
     slots: list[LayerSlot] = []
@@ -89,9 +92,17 @@ def trace_layers(model: nn.Module, x: torch.Tensor) -> list[LayerSlot]:
         if last[0] is not None:
             last[0].direct = False
 
+    owners: dict[int, int] = {}  # parameter id -> how many modules hold it
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            owners[id(p)] = owners.get(id(p), 0) + 1
     hooks = []
     for module in model.modules():
-        if H.layer_handler(module) is not None:
+        kind = weight_kind(module)  # embeddings are lookups: not rescaled
+        weight = getattr(module, kind.weight, None) if kind is not None else None
+        if weight is not None and owners.get(id(weight), 0) > 1:
+            continue  # tied (GPT-2's head is its embedding): rescaling it would move both
+        if kind is not None:
             hooks.append(module.register_forward_hook(on_layer))
         elif H.is_between(module):
             hooks.append(module.register_forward_hook(on_between))
@@ -105,7 +116,7 @@ def hooked_pass(model: nn.Module, x: torch.Tensor, hooks: list[Any]) -> None:
     """One forward pass on ``x`` without grad, buffers restored after; removes ``hooks``."""
     try:
         with preserved_buffers(model), torch.no_grad():
-            model(x)
+            call_model(model, x)
     finally:
         for h in hooks:
             h.remove()
