@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,11 +206,18 @@ class ProbeCallback(Callback):
         if self.probe is not None and self.probe.attached:
             self.probe.step()
 
-    def finish(self) -> pd.DataFrame | None:
-        """Detach the hooks; the record so far (None when nothing was built)."""
+    def finish(self, open_step_expected: bool = False) -> pd.DataFrame | None:
+        """Detach the hooks; the record so far (None when nothing was built).
+
+        ``open_step_expected``: a step whose forward ran but whose backward never came (a
+        diverged loss) is dropped without the probe's warning about unclosed steps.
+        """
         if self.probe is None:
             return None
-        self.probe.detach()
+        if open_step_expected:
+            self.probe._detach(warn=False)
+        else:
+            self.probe.detach()
         return self.probe.frame()
 
     def on_train_start(self, loop: Loop) -> None:
@@ -223,7 +231,7 @@ class ProbeCallback(Callback):
         self.step()
 
     def on_end(self, loop: Loop) -> None:
-        frame = self.finish()
+        frame = self.finish(open_step_expected=loop.status == "diverged")
         if frame is not None:
             loop.frames.append(frame)
 
@@ -282,10 +290,28 @@ def train(
     an object with logits/loss (:mod:`gradprobe.outputs`). Floating inputs and targets are
     cast to the model's floating dtype. ``device`` keeps the model there instead of
     ``spec.device``. A NaN/Inf loss, or a loss function raising on non-finite model output,
-    stops the run as ``diverged`` at that step.
+    stops the run as ``diverged`` at that step. Torch's global random state is seeded from
+    ``spec.seed`` for randomness inside the model (dropout) and is the caller's again after.
     """
-    torch.manual_seed(spec.seed)  # for any randomness inside the model (dropout, ...)
     device = device if device is not None else resolve_device(spec.device)
+    with seeded(spec.seed, device):
+        return _train(model, data, spec, probe, progress, on_step, description, callbacks,
+                      loss_fn, device)
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's generators for the block, restoring the caller's state afterwards."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _train(model: nn.Module, data: Dataset | TrainData, spec: TrainSpec, probe: bool,
+           progress: bool, on_step: StepCallback | None, description: str,
+           callbacks: Sequence[Callback], loss_fn: LossFn | None, device: torch.device
+           ) -> TrainResult:
     model = model.to(device)
     model.train()
     d = TrainData.of(data)
@@ -305,11 +331,12 @@ def train(
     if spec.autopilot:
         from gradprobe.autopilot import Autopilot
 
-        hooks.append(Autopilot(spec.autopilot, data=data))
+        hooks.append(Autopilot(spec.autopilot, data=x_train))  # in the model's dtype
 
     losses: list[float] = []
     bar = _progress_bar(progress, spec.steps, description)
     loop.rows += _eval_rows(-1, model, *evals, loss_fn)  # step 0
+    latest: tuple[int, list] = (-2, [])  # (step, rows) of the newest in-loop evaluation
     try:
         for cb in hooks:
             cb.on_train_start(loop)
@@ -336,6 +363,7 @@ def train(
             if step % spec.eval_every == 0 or last or loop.stopping:
                 rows = _eval_rows(step, model, *evals, loss_fn)
                 loop.rows += rows
+                latest = (step, rows)
                 for cb in hooks:
                     cb.on_eval(loop, step + 1, {r[3]: r[4] for r in rows})
             if on_step is not None:
@@ -354,12 +382,14 @@ def train(
 
     status = "complete" if loop.status == "running" else loop.status
     final_step = len(losses)
-    final = _eval_rows(final_step - 1, model, *evals, loss_fn)
+    # The loop evaluated the network after its last update already, unless it diverged.
+    reuse = status != "diverged" and latest[0] == final_step - 1
+    final = latest[1] if reuse else _eval_rows(final_step - 1, model, *evals, loss_fn)
     train_loss, train_acc, test_loss, test_acc = (r[4] for r in final)
     if status == "complete" and not math.isfinite(train_loss):
         status = "diverged"
     rows = loop.rows
-    if status == "diverged" or spec.steps == 0:  # still record where it ended
+    if status == "diverged":  # still record where it ended
         rows += final
     frame = tidy_frame(rows)
     if loop.frames:

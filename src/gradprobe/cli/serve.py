@@ -78,7 +78,7 @@ def serve_command(
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max_trainings))
     local = host in LOCAL_HOSTS
     app = create_app(store=store, max_running=max_trainings, warm=True,
-                     allowed_hosts=["127.0.0.1", "localhost"] if local else None)
+                     allowed_hosts=["127.0.0.1", "localhost", "[::1]"] if local else None)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{port}/"
     if not local:

@@ -27,8 +27,6 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,6 +44,7 @@ from gradprobe.kwinputs import KwInputs
 from gradprobe.nets.layers import layer_fans
 from gradprobe.outputs import cast_inputs, compute_loss, model_dtype
 from gradprobe.record import SignalProfile, layer_table, profile_at, tidy_frame
+from gradprobe.train import seeded
 
 #: Evidence defaults: 4 batches of 128 samples. Four independent batches make the median
 #: robust to one odd batch; 128 samples keep the per-sample norms' RMS within ~10%.
@@ -182,15 +181,6 @@ class Evidence:
 
 
 # ---------------------------------------------------------------------------------- probe
-
-
-@contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's generators for the block, restoring the caller's state afterwards."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def _batches(n: int, batch_size: int, n_batches: int, seed: int) -> list[torch.Tensor]:

@@ -29,12 +29,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradprobe.diagnosis.evidence import BATCH_SIZE, TrainingRun, seeded
+from gradprobe.diagnosis.evidence import BATCH_SIZE, TrainingRun
 from gradprobe.diagnosis.findings import DEFAULT_THRESHOLDS, Thresholds
 from gradprobe.diagnosis.inputs import Problem, model_device
 from gradprobe.errors import UserError
 from gradprobe.record import smooth_loss
-from gradprobe.train import Callback, Loop, TrainData, train
+from gradprobe.train import Callback, Loop, TrainData, seeded, train
 
 #: The whole-set evaluations of a training run use at most this many samples.
 EVAL_MAX = 8192

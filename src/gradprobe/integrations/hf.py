@@ -103,7 +103,7 @@ class GradProbeCallback(ProbeDriver, TrainerCallback):
             return
         rows = self.probe.rows(self._cursor)
         self._cursor += len(rows)
-        numbers = headline(rows, self.prefix)
+        numbers = headline(rows, self.prefix) if rows else None  # unrecorded steps: no rows
         if numbers:
             self._headline = numbers
 

@@ -48,6 +48,9 @@ class Capture:
         (``named_modules``) order. So in a transformer the embeddings come first, then each
         block's sub-layers in order, whatever their branches' call order.
         """
+        cached = getattr(self, "_rank_cache", None)
+        if cached is not None and cached[0] == len(self._depth):
+            return cached[1]  # _depth only grows: same size, same layers, same ranks
         order: dict[nn.Module, int] | None = getattr(self, "_order", None)
         if order is None or any(m not in order for m in self._depth):
             order = self._order = {m: i for i, m in enumerate(self._layer_h, 1)}
@@ -58,6 +61,7 @@ class Capture:
         key = {d: (top[self._names[m].split(".")[0]], order[m]) for m, d in self._depth.items()}
         ranks = {d: i for i, d in enumerate(sorted(key, key=key.__getitem__), 1)}
         ranks[0] = 0
+        self._rank_cache = (len(self._depth), ranks)
         return ranks
 
     def _ranked(self, prims: dict[Any, dict[str, float]], act_keys: list[ActKey]

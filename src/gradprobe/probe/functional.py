@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -47,10 +48,15 @@ from torch.utils.hooks import RemovableHandle
 from gradprobe.nets import activations as catalogue
 from gradprobe.probe.handlers import CatalogueActivation
 
+
 #: > 0 inside measured activation modules and any probe's own computations: functional
 #: calls there are not the model's (shared by all probes, so that two probes on one model
 #: never see each other's work).
-_PAUSED = [0]
+class _Paused(threading.local):
+    depth = 0  # per thread: a TorchFunctionMode is per thread too
+
+
+_PAUSED = _Paused()
 
 
 class FunctionCall:
@@ -77,7 +83,7 @@ class _Mode(TorchFunctionMode):
         kwargs = kwargs or {}
         owner = self.owner
         entries = owner._fn_entries.get(func)
-        if entries is None or _PAUSED[0] or not torch.is_grad_enabled():
+        if entries is None or _PAUSED.depth or not torch.is_grad_enabled():
             return func(*args, **kwargs)
         return owner._functional_call(func, entries, args, kwargs)
 
@@ -142,10 +148,10 @@ class Functional:
             self._fn_scanned = self._fn_scanned or torch.is_grad_enabled()
 
     def _fn_pause(self, module: nn.Module, args: Any) -> None:
-        _PAUSED[0] += 1
+        _PAUSED.depth += 1
 
     def _fn_resume(self, module: nn.Module, args: Any, out: Any) -> None:
-        _PAUSED[0] = max(0, _PAUSED[0] - 1)
+        _PAUSED.depth = max(0, _PAUSED.depth - 1)
 
     def _fn_site(self, entry: catalogue.ActivationEntry, params: dict[str, Any]
                  ) -> FunctionCall:
@@ -183,8 +189,8 @@ class Functional:
 
 @contextmanager
 def _paused() -> Iterator[None]:
-    _PAUSED[0] += 1
+    _PAUSED.depth += 1
     try:
         yield
     finally:
-        _PAUSED[0] -= 1
+        _PAUSED.depth -= 1

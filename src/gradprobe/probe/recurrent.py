@@ -117,8 +117,9 @@ class TimeProbe:
         if self._handles:
             return self
         for name, m in self._fused:
+            own = vars(m).get("forward")  # an instance-level forward the user set, if any
             m.forward = partial(self._fused_forward, name, m)  # instance attribute shadows
-            self._handles.append(("forward", m))
+            self._handles.append(("forward", m, own))
         for name, m in self._reused:
             self._handles.append(m.register_forward_hook(partial(self._reused_post, name)))
         return self
@@ -128,6 +129,8 @@ class TimeProbe:
         for h in self._handles:
             if isinstance(h, tuple):
                 vars(h[1]).pop("forward", None)
+                if h[2] is not None:
+                    h[1].forward = h[2]
             else:
                 h.remove()
         self._handles = []

@@ -199,7 +199,7 @@ class Engine:
                 rows += _eval_rows(step + 1, evals[step + 1])
         final = self.final[:, m]  # train loss, train acc, test loss, test acc
         status = "diverged" if death is not None or not math.isfinite(final[0]) else "complete"
-        if status == "diverged" or spec.steps == 0:
+        if status == "diverged":  # still record where it ended
             rows += _eval_rows(final_step, final)
         columns = [np.asarray(col) for col in zip(*rows, strict=True)]  # step, ..., value
         if self.probe:
