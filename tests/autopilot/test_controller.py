@@ -72,7 +72,7 @@ def test_adaptive_clipping_caps_every_layers_relative_update():
 
 
 def test_dead_relu_units_get_a_bounded_corrective_step_on_their_bias_only():
-    ap = Autopilot(init="none", trust_ratio=False, clip=None, revive_shift=0.5)
+    ap = Autopilot(init="none", trust_ratio=False, clip=None, revive_shift=0.5, revive_dead=True)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     with torch.no_grad():

@@ -73,16 +73,21 @@ def data_dependent_init(
     method: InitMethod = "auto",
     target_std: float | None = None,
     slots: list[LayerSlot] | None = None,
+    orthogonal: bool = False,
 ) -> list[InitChange]:
     """Centre and scale every weight layer's output on the batch ``x`` (see module doc).
 
     ``target_std`` None: each layer's from the activation it feeds
-    (:func:`gradprobe.autopilot.targets.target_std`). Returns one :class:`InitChange` per
+    (:func:`gradprobe.autopilot.targets.target_std`). ``orthogonal``: first replace each
+    weight matrix by its nearest orthogonal matrix (see :func:`orthogonalise`). Returns one :class:`InitChange` per
     layer, in forward order (empty for ``"none"``).
     """
     if method == "none":
         return []
     slots = slots if slots is not None else trace_layers(model, x)
+    if orthogonal:
+        for slot in slots:
+            orthogonalise(slot.weight)
     changes: list[InitChange] = []
     by_module = {s.module: s for s in slots}
     done: set[nn.Module] = set()
@@ -118,8 +123,10 @@ def _fix_layer(slot: LayerSlot, out: torch.Tensor, method: InitMethod,
         return InitChange(slot, math.nan, math.nan, 1.0, 0.0, target_std)
     mean, std = _stats(out, slot)  # (units,)
     bias = slot.bias
+    feeds = slot.act if slot.act is not None else before
+    offset = targets.offset(slot.act) * target_std if method == "auto" else 0.0
     centre = bias is not None and (method in ("centered", "unitwise") or (
-        method == "auto" and targets.saturates(slot.act if slot.act is not None else before)))
+        method == "auto" and (targets.saturates(feeds) or offset > 0)))
     m = mean if centre else torch.zeros_like(mean)
     total = float((out.detach().double() - _shape_like(m, out, slot)).pow(2).mean().sqrt())
     if method == "unitwise":
@@ -132,7 +139,7 @@ def _fix_layer(slot: LayerSlot, out: torch.Tensor, method: InitMethod,
     w.mul_(_shape_like(scale, w, slot, weight=True).to(w.dtype))
     shift = torch.zeros_like(mean)
     if bias is not None:
-        new = scale * (bias.detach().double() - m)
+        new = scale * (bias.detach().double() - m) + offset
         shift = new - bias.detach().double()
         bias.copy_(new.to(bias.dtype))
     return InitChange(
@@ -152,3 +159,26 @@ def _shape_like(v: torch.Tensor, like: torch.Tensor, slot: LayerSlot,
     unit = like.ndim - 1 if slot.handler.unbatched_ndim == 1 else min(1, like.ndim - 1)
     shape[unit] = -1
     return v.reshape(shape)
+
+
+@torch.no_grad()
+def orthogonalise(w: torch.Tensor) -> None:
+    """Replace ``w`` by its polar factor ``U V^T`` (nearest orthogonal), keeping its norm.
+
+    ``w`` is read as a matrix ``(out units, fan-in)``; all its singular values become equal,
+    so the layer passes every direction of its input on with the same gain. Non-finite or
+    zero weights are left alone.
+
+    Example:
+        >>> w = torch.randn(5, 3)
+        >>> norm = float(w.norm()); orthogonalise(w)
+        >>> bool(torch.allclose(w.T @ w, torch.eye(3) * norm**2 / 3, atol=1e-4))
+        True
+    """
+    m = w.detach().double().reshape(w.shape[0], -1)
+    norm = m.norm()
+    if not bool(torch.isfinite(m).all()) or float(norm) == 0.0:
+        return
+    u, _, vh = torch.linalg.svd(m, full_matrices=False)
+    q = u @ vh
+    w.copy_((q * (norm / q.norm())).reshape(w.shape).to(w.dtype))
