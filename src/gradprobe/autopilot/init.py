@@ -79,8 +79,8 @@ def data_dependent_init(
 
     ``target_std`` None: each layer's from the activation it feeds
     (:func:`gradprobe.autopilot.targets.target_std`). ``orthogonal``: first replace each
-    weight matrix by its nearest orthogonal matrix (see :func:`orthogonalise`). Returns one :class:`InitChange` per
-    layer, in forward order (empty for ``"none"``).
+    weight matrix by its nearest orthogonal matrix (see :func:`orthogonalise`). Returns
+    one :class:`InitChange` per layer, in forward order (empty for ``"none"``).
     """
     if method == "none":
         return []

@@ -18,8 +18,8 @@ Bounds, and why they keep a healthy run healthy:
 * ``revive_dead``: off by default, dead ReLU-like units are left alone (measured: reviving
   them cost the 30-layer ReLU net up to 0.1 test accuracy); saturated units are revived.
 * the initialisation replaces each weight matrix by its nearest orthogonal matrix of the
-  same Frobenius norm (``orthogonal``), scales a layer by at most 1e3 either way and leaves layers whose
-  output is constant on the batch alone.
+  same Frobenius norm (``orthogonal``), scales a layer by at most 1e3 either way and
+  leaves layers whose output is constant on the batch alone.
 
 Example:
     >>> AutopilotOptions.from_value(True).every
