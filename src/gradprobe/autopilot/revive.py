@@ -2,13 +2,14 @@
 
 On a monitored step :class:`UnitWatch` hooks each activation's input ``z`` (only on that
 step's forward pass) and measures, per unit, the fraction of samples (the first
-:data:`SAMPLES` of the batch) on which phi'(z) is near zero: below ``SATURATION_THRESHOLD`` of
-sup |phi'| for saturating activations (the probe's own rule), exactly zero for the others
-(a dead ReLU; only with ``revive_dead``, off by default). A unit stuck on at least
+:data:`SAMPLES` of the batch) on which phi'(z) is near zero: below ``SATURATION_THRESHOLD``
+of sup |phi'| for saturating activations (the probe's own rule), exactly zero for the
+others (a dead ReLU; only with ``revive_dead``, off by default). A unit stuck on at least
 ``revive_fraction`` of the batch passes no gradient at all; the chain rule gives its
-incoming weights a zero gradient, so training alone can never bring it back. The corrective step moves its bias by ``-revive_shift``
-times its mean (back to the middle of the activation) and, for a saturating activation
-whose spread is too wide, shrinks the unit's incoming weights by at most a factor 2.
+incoming weights a zero gradient, so training alone can never bring it back. The
+corrective step moves its bias by ``-revive_shift`` times its mean (back to the middle of
+the activation) and, for a saturating activation whose spread is too wide, shrinks the
+unit's incoming weights by at most a factor 2.
 Only units whose layer feeds the activation directly (no normalisation between) are
 touched.
 
