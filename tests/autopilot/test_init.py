@@ -1,5 +1,7 @@
 """Data-dependent init: checked against a plain forward pass measured independently."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -134,3 +136,17 @@ def test_trace_finds_each_layers_activation_and_normalisation_between():
     slots = trace_layers(model, torch.randn(16, 5))
     assert [(s.name, s.act_name, s.direct) for s in slots] == [
         ("0", "ReLU", False), ("3", "ReLU", False), ("6", None, True)]
+
+
+def test_orthogonalise_leaves_non_finite_zero_and_oversized_weights_alone(monkeypatch):
+    import gradprobe.autopilot.init as init
+
+    for w in (torch.full((4, 3), math.nan), torch.zeros(4, 3)):
+        before = w.clone()
+        init.orthogonalise(w)
+        assert torch.equal(w.nan_to_num(7.0), before.nan_to_num(7.0))
+    monkeypatch.setattr(init, "MAX_ORTHO_SIZE", 2)
+    w = torch.randn(4, 3)
+    before = w.clone()
+    init.orthogonalise(w)
+    assert torch.equal(w, before)
