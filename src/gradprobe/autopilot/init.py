@@ -7,9 +7,19 @@ output, so every later layer is measured on the input it will really see. This i
 (Mishkin & Matas 2016) done in one pass, with a centring step:
 
 * ``auto`` (the default): ``centered`` for layers that feed a saturating activation
-  (sigmoid, tanh, ...), ``lsuv`` for the others (ReLU-like: measured, centring a deep
-  ReLU net trained it worse, 0.64 against 0.73 test accuracy on the demo's 30-layer net).
-  The output layer follows the layers before it.
+  (sigmoid, tanh, ...); for layers feeding a ReLU-like activation (phi' = 0 below 0, see
+  :func:`gradprobe.autopilot.targets.can_die`) centred, then lifted by
+  ``targets.DEAD_OFFSET`` (1) standard deviation, so that about 84 % of the units are
+  active on a sample and none is dead on the batch; ``lsuv`` for the others (ELU, SELU,
+  GELU, leaky ReLU). The output layer follows the layers before it.
+
+Before the pass, with ``orthogonal=True`` (autopilot's default), every weight matrix is
+replaced by its nearest orthogonal matrix of the same norm (its polar factor ``U V^T``).
+The chain-rule factor ``chi`` only fixes the mean squared singular value of each layer's
+Jacobian; in a deep narrow net the product of random Gaussian matrices spreads its
+singular values further with every layer (Saxe et al. 2014, Pennington et al. 2017), so
+some input directions vanish even where ``chi = 1``. Equal singular values remove that
+spread from the weights' side.
 * ``centered``: ``m`` is the per-unit batch mean (the bias absorbs it,
   ``b <- s * (b - m)``) and ``s`` one scale per layer, making the layer's output standard
   deviation ``target_std``. A sigmoid is a shifted, scaled tanh: its trouble in a deep net
