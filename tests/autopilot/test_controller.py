@@ -9,6 +9,9 @@ from torch.nn import functional as F
 
 from gradprobe.autopilot import Autopilot
 from gradprobe.autopilot import records as R
+from gradprobe.autopilot.layers import trace_layers
+from gradprobe.autopilot.options import AutopilotOptions
+from gradprobe.autopilot.revive import UnitWatch
 from gradprobe.spec import TrainSpec
 from gradprobe.train import Loop
 
@@ -72,7 +75,7 @@ def test_adaptive_clipping_caps_every_layers_relative_update():
 
 
 def test_dead_relu_units_get_a_bounded_corrective_step_on_their_bias_only():
-    ap = Autopilot(init="none", trust_ratio=False, clip=None, revive_shift=0.5)
+    ap = Autopilot(init="none", trust_ratio=False, clip=None, revive_shift=0.5, revive_dead=True)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     with torch.no_grad():
@@ -125,3 +128,16 @@ def test_options_are_validated():
         Autopilot(options={"every": 3, "bogus": 1})
     assert Autopilot({"every": 3}).options.every == 3
     assert math.isclose(Autopilot().options.clip, 0.1)
+
+
+def test_dead_relu_units_are_left_alone_unless_revive_dead():
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        model[0].bias[1] = -50.0  # dead on any input
+    x = torch.randn(64, 6)
+    slots = trace_layers(model, x)
+    assert UnitWatch(slots, AutopilotOptions()).slots == []
+    watch = UnitWatch(slots, AutopilotOptions(revive_dead=True))
+    watch.arm()
+    model(x)
+    assert [(s.name, n) for s, n in watch.revive()] == [("0", 1)]

@@ -1,12 +1,14 @@
 """Data-dependent init: checked against a plain forward pass measured independently."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from gradprobe.autopilot.init import data_dependent_init
 from gradprobe.autopilot.layers import trace_layers
-from gradprobe.autopilot.targets import GAIN, target_std
+from gradprobe.autopilot.targets import DEAD_OFFSET, GAIN, target_std
 
 
 def _mlp(act: type[nn.Module], depth: int = 8, width: int = 24, bn: bool = False) -> nn.Sequential:
@@ -61,14 +63,32 @@ def test_lsuv_scales_without_centring_and_unitwise_scales_each_unit():
         assert torch.allclose(z.std(0, unbiased=False), torch.ones(z.shape[1]), rtol=1e-4)
 
 
-def test_auto_centres_only_layers_feeding_a_saturating_activation():
+def test_auto_centres_saturating_layers_and_lifts_relu_ones_by_one_std():
     x = torch.randn(256, 5) * 4 + 2
-    for act, centred in ((nn.Sigmoid, True), (nn.ReLU, False)):
+    for act, mean in ((nn.Sigmoid, 0.0), (nn.ReLU, DEAD_OFFSET), (nn.SELU, None)):
         model = _mlp(act)
         data_dependent_init(model, x)
-        first = _pre_activations(model, x)[0]
-        assert (first.mean(0).abs().max().item() < 1e-4) == centred
-        assert first.pow(2).mean().sqrt().item() == pytest.approx(target_std(act()), rel=1e-4)
+        for z in _pre_activations(model, x)[:-1]:
+            want = target_std(act())
+            if mean is None:  # LSUV: the means stay, the rms is the target
+                assert z.mean(0).abs().max() > 0.05
+                assert z.pow(2).mean().sqrt().item() == pytest.approx(want, rel=1e-4)
+                continue
+            assert torch.allclose(z.mean(0), torch.full((z.shape[1],), mean * want), atol=1e-4)
+            assert (z - z.mean(0)).pow(2).mean().sqrt().item() == pytest.approx(want, rel=1e-4)
+
+
+def test_orthogonal_init_equalises_singular_values_and_keeps_the_norm():
+    x = torch.randn(256, 5)
+    model = _mlp(nn.Tanh)
+    norms = [float(m.weight.detach().norm()) for m in model if isinstance(m, nn.Linear)]
+    data_dependent_init(model, x, method="none", orthogonal=True)  # "none": nothing at all
+    assert [float(m.weight.detach().norm()) for m in model if isinstance(m, nn.Linear)] == norms
+    data_dependent_init(model, x, method="lsuv", orthogonal=True)
+    for m in model:
+        if isinstance(m, nn.Linear):
+            sv = torch.linalg.svdvals(m.weight.detach().double())  # reference: singular values
+            assert float(sv.max() / sv.min()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_target_std_is_the_quarter_range_over_the_top_slope():
@@ -116,3 +136,17 @@ def test_trace_finds_each_layers_activation_and_normalisation_between():
     slots = trace_layers(model, torch.randn(16, 5))
     assert [(s.name, s.act_name, s.direct) for s in slots] == [
         ("0", "ReLU", False), ("3", "ReLU", False), ("6", None, True)]
+
+
+def test_orthogonalise_leaves_non_finite_zero_and_oversized_weights_alone(monkeypatch):
+    import gradprobe.autopilot.init as init
+
+    for w in (torch.full((4, 3), math.nan), torch.zeros(4, 3)):
+        before = w.clone()
+        init.orthogonalise(w)
+        assert torch.equal(w.nan_to_num(7.0), before.nan_to_num(7.0))
+    monkeypatch.setattr(init, "MAX_ORTHO_SIZE", 2)
+    w = torch.randn(4, 3)
+    before = w.clone()
+    init.orthogonalise(w)
+    assert torch.equal(w, before)

@@ -129,7 +129,8 @@ class Autopilot(Callback):
         self._init_done = True
         self.slots = trace_layers(loop.model, x)
         opts = self.options
-        changes = data_dependent_init(loop.model, x, opts.init, opts.target_std, self.slots)
+        changes = data_dependent_init(loop.model, x, opts.init, opts.target_std, self.slots,
+                                      orthogonal=opts.orthogonal and opts.init != "none")
         for c in changes:
             for name, value in ((R.INIT_SCALE, c.scale), (R.INIT_SHIFT, c.shift),
                                 (R.INIT_STD, c.std_before), (R.INIT_TARGET, c.target)):
@@ -138,7 +139,8 @@ class Autopilot(Callback):
             lo = min(c.scale for c in changes)
             hi = max(c.scale for c in changes)
             self._note(loop, 0, "init", [c.slot.name for c in changes],
-                       f"{opts.init} data-dependent init on {len(x)} samples: each layer's "
+                       f"{opts.init} data-dependent init on {len(x)} samples: "
+                       f"{'weights orthogonalised, ' if opts.orthogonal else ''}each layer's "
                        f"pre-activations {'' if opts.init == 'lsuv' else 'centred and '}"
                        f"scaled to the std its activation wants (weights x{lo:.3g}..x{hi:.3g})")
         self._setup(loop)

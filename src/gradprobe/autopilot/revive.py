@@ -2,13 +2,14 @@
 
 On a monitored step :class:`UnitWatch` hooks each activation's input ``z`` (only on that
 step's forward pass) and measures, per unit, the fraction of samples (the first
-:data:`SAMPLES` of the batch) on which phi'(z) is near zero: below ``SATURATION_THRESHOLD`` of
-sup |phi'| for saturating activations (the probe's own rule), exactly zero for the others
-(a dead ReLU). A unit stuck on at least ``revive_fraction`` of the batch passes no
-gradient at all; the chain rule gives its incoming weights a zero gradient, so training
-alone can never bring it back. The corrective step moves its bias by ``-revive_shift``
-times its mean (back to the middle of the activation) and, for a saturating activation
-whose spread is too wide, shrinks the unit's incoming weights by at most a factor 2.
+:data:`SAMPLES` of the batch) on which phi'(z) is near zero: below ``SATURATION_THRESHOLD``
+of sup |phi'| for saturating activations (the probe's own rule), exactly zero for the
+others (a dead ReLU; only with ``revive_dead``, off by default). A unit stuck on at least
+``revive_fraction`` of the batch passes no gradient at all; the chain rule gives its
+incoming weights a zero gradient, so training alone can never bring it back. The
+corrective step moves its bias by ``-revive_shift`` times its mean (back to the middle of
+the activation) and, for a saturating activation whose spread is too wide, shrinks the
+unit's incoming weights by at most a factor 2.
 Only units whose layer feeds the activation directly (no normalisation between) are
 touched.
 
@@ -21,7 +22,8 @@ Example:
     >>> with torch.no_grad():
     ...     model[0].bias[0] = -100.0  # unit 0 is dead on any normal input
     >>> x = torch.randn(32, 3)
-    >>> watch = UnitWatch(trace_layers(model, x), AutopilotOptions(revive_shift=1.0))
+    >>> watch = UnitWatch(trace_layers(model, x), AutopilotOptions(revive_shift=1.0,
+    ...                                                       revive_dead=True))
     >>> watch.arm(); _ = model(x)
     >>> [(slot.name, n) for slot, n in watch.revive()]
     [('0', 1)]
@@ -54,7 +56,8 @@ class UnitWatch:
 
     def __init__(self, slots: list[LayerSlot], options: AutopilotOptions) -> None:
         self.slots = [s for s in slots if s.act is not None and s.direct
-                      and s.act_handler() is not None]
+                      and s.act_handler() is not None
+                      and (options.revive_dead or not targets.can_die(s.act))]
         self.options = options
         self._handler = [(h, h.max_dphi(s.act)) for s in self.slots for h in [s.act_handler()]]
         self._kind = [(id(h), repr(s.act)) for s, (h, _) in zip(self.slots, self._handler,

@@ -29,6 +29,11 @@ from gradprobe.probe import handlers as H
 
 #: Pre-activation std over a quarter of the range divided by the top slope (see above).
 GAIN = 1.25
+#: Mean of ReLU-like pre-activations at init, in standard deviations: about 84 % of the
+#: units active on a sample. Measured on the 30-layer ReLU-Xavier net (seeds 0-2): 0.5
+#: trained 0.90/0.10/0.82, 0.75 0.95/0.96/0.95, 1.0 0.95/0.94/0.97 (0.93-0.96 at seeds
+#: 3-5, where 0.75 reached 0.38-0.95), 2.0 0.10/0.62/0.10 (too close to linear).
+DEAD_OFFSET = 1.0
 #: Far enough out that every bounded activation gradprobe knows has reached its limits.
 _FAR = 1e3
 
@@ -37,6 +42,29 @@ def saturates(act: nn.Module | None) -> bool:
     """Whether ``act`` is a saturating activation (its handler knows a largest slope)."""
     handler = None if act is None else H.activation_handler(act)
     return bool(handler is not None and handler.max_dphi(act))
+
+
+def can_die(act: nn.Module | None) -> bool:
+    """Whether ``act`` is ReLU-like: not saturating, and phi' is exactly 0 at ``z = -1``.
+
+    Example:
+        >>> can_die(nn.ReLU()), can_die(nn.LeakyReLU()), can_die(nn.SELU()), can_die(nn.Tanh())
+        (True, False, False, False)
+    """
+    if act is None or H.activation_handler(act) is None or saturates(act):
+        return False
+    z = torch.tensor([-1.0], requires_grad=True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(act.forward(z).sum(), z, allow_unused=True)
+    return grad is not None and float(grad) == 0.0
+
+
+def offset(act: nn.Module | None) -> float:
+    """Mean ``auto`` gives the pre-activations feeding ``act``, in standard deviations.
+
+    ``DEAD_OFFSET`` for ReLU-like activations (see :func:`can_die`), 0 otherwise.
+    """
+    return DEAD_OFFSET if can_die(act) else 0.0
 
 
 def target_std(act: nn.Module | None, before: nn.Module | None = None) -> float:
