@@ -89,7 +89,8 @@ def test_nan_null_inf_kept_and_types(tmp_path, string_dtype):
 def test_tuples_and_empty_metrics(tmp_path):
     db = gp.Store(tmp_path / "s.sqlite")
     run_id = db.begin_run("r", {})
-    db.finish_run(run_id, "complete", metrics=[(0, "", 0, "loss", 2.5), (1, "", 0, "loss", math.nan)])
+    db.finish_run(run_id, "complete",
+                  metrics=[(0, "", 0, "loss", 2.5), (1, "", 0, "loss", math.nan)])
     assert db.metrics(run_id)["value"].isna().tolist() == [False, True]
     empty = db.begin_run("e", {})
     db.finish_run(empty, "complete", metrics=[])

@@ -58,9 +58,10 @@ def diagnose_command(
     check_options(steps=steps, budget=budget, lr=lr)
     model, label = load_model(target, checkpoint, arch, seed)
     rate = DEFAULT_LR if lr is None else lr
-    diag = run_diagnose(model, data, steps=steps, lr=rate, seed=seed, name=label)
+    diag = run_diagnose(model, data, steps=steps, lr=rate, seed=seed, name=label, progress=True)
     if repair:
-        diag.repair = run_repair(model, data, budget_steps=budget, lr=rate, seed=seed)
+        diag.repair = run_repair(model, data, budget_steps=budget, lr=rate, seed=seed,
+                                 progress=True)
     if as_json:
         sys.stdout.write(json.dumps(diag.to_dict(), indent=1, allow_nan=False) + "\n")
     elif markdown:
