@@ -77,3 +77,24 @@ def test_bad_threads(bad):
     with pytest.raises(UserError, match="threads must be an integer >= 1"):
         gp.sweep({"name": "b", "base": SMALL, "grid": {"train.seed": [0]}}, store=":memory:",
                  threads=bad)
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_cli_threads_flag(tmp_path, command, caller_threads):
+    import yaml
+    from typer.testing import CliRunner
+
+    from gradprobe.cli import app
+
+    spec = SMALL if command == "run" else {"name": "c", "base": SMALL,
+                                           "grid": {"train.seed": [0, 1]}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    store = tmp_path / "s.sqlite"
+    bad = CliRunner().invoke(app, [command, str(path), "--store", str(store), "--threads", "0"])
+    assert bad.exit_code == 2 and "threads must be an integer >= 1" in bad.output
+    assert "Traceback" not in bad.output
+    good = CliRunner().invoke(app, [command, str(path), "--store", str(store), "--threads",
+                                    "2", "--quiet"])
+    assert good.exit_code == 0, good.output
+    assert torch.get_num_threads() == caller_threads
