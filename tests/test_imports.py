@@ -25,9 +25,9 @@ ROOT = "gradprobe"
 # The key is the longest dotted prefix after "gradprobe." that matches.
 LAYERS: list[tuple[str, ...]] = [
     ("_version", "errors", "limits", "spec_params", "autopilot.options", "spec", "nets", "data",
-     "budget", "sequence_tasks", "native"),
+     "budget", "sequence_tasks", "native", "threads"),
     ("probe", "record", "outputs", "kwinputs"),
-    ("train", "integrations", "autopilot"),
+    ("train", "integrations", "autopilot", "progress"),
     ("store", "api"),
     ("theory",),
     ("sweeps", "diagnosis", "measure", "reproduce", "autopilot.repair",

@@ -24,6 +24,7 @@ from gradprobe.data import load_data
 from gradprobe.nets.plain import build
 from gradprobe.spec import ExperimentSpec, load_spec
 from gradprobe.store import Store, open_store
+from gradprobe.threads import check_threads, parameter_count, thread_policy
 from gradprobe.train import train
 
 
@@ -51,6 +52,7 @@ def run(
     overrides: list[str] | dict[str, Any] | None = None,
     progress: bool = False,
     probe: bool = True,
+    threads: int | None = None,
 ) -> RunResult:
     """Train one experiment and store it.
 
@@ -58,7 +60,10 @@ def run(
     the default (``$GRADPROBE_STORE`` or ``runs/gradprobe.sqlite``). Bad specs raise
     :class:`gradprobe.errors.UserError`. A run that raises is stored as ``failed`` and the
     error re-raised; Ctrl-C leaves it ``interrupted``; neither is ever marked complete.
+    ``threads``: torch threads while training; None chooses them from the model size
+    (:mod:`gradprobe.threads`: small models train with 1). The caller's count is restored.
     """
+    check_threads(threads)
     spec = load_spec(spec_or_path, overrides)
     budget.check_experiment(spec)
     owned = not isinstance(store, Store)
@@ -70,8 +75,9 @@ def run(
         run_id = db.begin_run(spec.name, spec.to_dict())
         started = time.perf_counter()
         try:
-            result = train(model, data, spec.train, probe=probe, progress=progress,
-                           description=escape(spec.name))
+            with thread_policy(threads, parameter_count(model)):
+                result = train(model, data, spec.train, probe=probe, progress=progress,
+                               description=escape(spec.name))
         except KeyboardInterrupt:
             db.mark(run_id, "interrupted", "KeyboardInterrupt")
             raise

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from gradprobe.errors import UsageError, UserError
@@ -84,6 +86,7 @@ CREATE TABLE IF NOT EXISTS sweep_claims (
 """
 
 MetricRow = tuple[int, str, int, str, float]
+MetricColumns = tuple[list, list, list, list, list]
 
 
 def default_store_path() -> Path:
@@ -215,18 +218,14 @@ class Store:
         if status not in RUN_STATUSES:
             raise ValueError(f"status must be one of {RUN_STATUSES}")
         summary = summary or {}
-        rows = _metric_rows(metrics)
+        columns = _metric_columns(metrics)
         with _sqlite_errors(self.path, "write to"), _transaction(self._db):
             created = self._db.execute(
                 "SELECT created_at FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
             if created is None:
                 raise KeyError(run_id)
-            self._db.executemany(
-                "INSERT INTO metrics (run_id, step, layer, depth, quantity, value) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                ((run_id, *row) for row in rows),
-            )
+            _insert_metrics(self._db, run_id, columns)
             now = time.time()
             self._db.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, final_loss = ?, "
@@ -256,7 +255,7 @@ class Store:
         """
         run_id = uuid.uuid4().hex[:12]
         summary = summary or {}
-        rows = _metric_rows(metrics)
+        columns = _metric_columns(metrics)
         now = time.time()
         with _sqlite_errors(self.path, "write to"), _transaction(self._db):
             if sweep is not None and config_key is not None:
@@ -276,11 +275,7 @@ class Store:
                  json.dumps(summary, default=_json_default), json.dumps(library_versions()),
                  error),
             )
-            self._db.executemany(
-                "INSERT INTO metrics (run_id, step, layer, depth, quantity, value) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                ((run_id, *row) for row in rows),
-            )
+            _insert_metrics(self._db, run_id, columns)
         return run_id
 
     def mark(self, run_id: str, status: str, error: str | None = None) -> None:
@@ -422,14 +417,41 @@ class _transaction:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def _metric_rows(metrics: Iterable[MetricRow] | pd.DataFrame) -> list[tuple]:
-    if isinstance(metrics, pd.DataFrame):
-        frame = metrics[METRIC_COLUMNS]
-        return [
-            (int(s), str(lay), int(d), str(q), _nan_to_null(v))
-            for s, lay, d, q, v in frame.itertuples(index=False, name=None)
-        ]
-    return [(int(s), str(lay), int(d), str(q), _nan_to_null(v)) for s, lay, d, q, v in metrics]
+def _metric_columns(metrics: Iterable[MetricRow] | pd.DataFrame) -> MetricColumns:
+    """step, layer, depth, quantity and value as lists of Python ints, strs and floats
+    (NaN as None), ready for ``executemany``.
+
+    A DataFrame is converted a column at a time by numpy (``tolist`` gives Python scalars),
+    not cell by cell: the same values, several times faster on a sweep's metrics.
+    """
+    if not isinstance(metrics, pd.DataFrame):
+        rows = [(int(s), str(lay), int(d), str(q), _nan_to_null(v))
+                for s, lay, d, q, v in metrics]
+        return tuple(map(list, zip(*rows, strict=True))) if rows else ([],) * 5
+    frame = metrics[METRIC_COLUMNS]
+    values = frame["value"].to_numpy(dtype=np.float64)
+    value_list: list[float | None] = values.tolist()
+    for i in np.flatnonzero(np.isnan(values)).tolist():
+        value_list[i] = None
+    return (frame["step"].to_numpy(dtype=np.int64).tolist(), _strings(frame["layer"]),
+            frame["depth"].to_numpy(dtype=np.int64).tolist(), _strings(frame["quantity"]),
+            value_list)
+
+
+def _insert_metrics(db: sqlite3.Connection, run_id: str, columns: MetricColumns) -> None:
+    """One ``executemany`` over tuples zipped from the columns (in the caller's transaction)."""
+    db.executemany(
+        "INSERT INTO metrics (run_id, step, layer, depth, quantity, value) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        zip(itertools.repeat(run_id, len(columns[0])), *columns, strict=True),
+    )
+
+
+def _strings(column: pd.Series) -> list[str]:
+    """A text column as Python strs (a pandas string column already gives them)."""
+    if isinstance(column.dtype, pd.StringDtype) and not column.hasnans:
+        return column.tolist()
+    return [str(v) for v in column.tolist()]
 
 
 def _nan_to_null(value: Any) -> float | None:

@@ -35,6 +35,11 @@ StoreOption = typer.Option(
     None, "--store", help="SQLite run store (default: $GRADPROBE_STORE or runs/gradprobe.sqlite)."
 )
 
+ThreadsOption = typer.Option(
+    None, "--threads", help="Torch threads while training (default: 1 for models under "
+    "1M parameters, else one per core; see docs/performance.md)."
+)
+
 
 @app.command("run")
 def run_command(
@@ -44,12 +49,13 @@ def run_command(
     ),
     store: Path | None = StoreOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
+    threads: int | None = ThreadsOption,
 ) -> None:
     """Train one experiment, store it, and print the per-layer gradient table."""
     from gradprobe.api import run
     from gradprobe.report.tables import layer_table, run_table
 
-    result = run(spec, store=store, overrides=set_, progress=not quiet)
+    result = run(spec, store=store, overrides=set_, progress=not quiet, threads=threads)
     if quiet:
         console.print(result.run_id)
         return

@@ -80,10 +80,10 @@ def diagnose_command(
     model, label = load_model(target, checkpoint, arch, seed)
     rate = DEFAULT_LR if lr is None else lr
     diag = run_diagnose(model, dataset, loss_fn, steps=steps, lr=rate, seed=seed, name=label,
-                        batch_size=batch_size)
+                        batch_size=batch_size, progress=True)
     if repair:
         diag.repair = run_repair(model, dataset, loss_fn, budget_steps=budget, lr=rate,
-                                 seed=seed, batch_size=batch_size)
+                                 seed=seed, batch_size=batch_size, progress=True)
     if as_json:
         sys.stdout.write(json.dumps(diag.to_dict(), indent=1, allow_nan=False) + "\n")
     elif markdown:

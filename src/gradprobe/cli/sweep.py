@@ -47,6 +47,10 @@ def sweep_command(
         "--set group_size=16."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="Torch threads per task (default: 1 for groups under "
+        "1M parameters, else one per core; see docs/performance.md)."
+    ),
 ) -> None:
     """Train every configuration of a sweep (vectorised where possible) and store each run.
 
@@ -60,7 +64,8 @@ def sweep_command(
     stored: list[dict[str, Any]] = []
     try:
         frame = sweep(spec, store=store, backend=backend, resume=resume, address=address,
-                      overrides=set_, progress=not quiet, on_run=stored.append)
+                      overrides=set_, progress=not quiet, on_run=stored.append,
+                      threads=threads)
     except KeyboardInterrupt:
         Console(stderr=True).print(
             f"interrupted: {len(stored)} more run(s) stored this time; run the same command "

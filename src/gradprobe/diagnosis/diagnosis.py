@@ -27,6 +27,7 @@ from gradprobe.diagnosis.rules import apply_rules, dead_findings, saturation_fin
 from gradprobe.diagnosis.training import FiniteSnapshots, train_run
 from gradprobe.diagnosis.wording import fit_words, fmt10
 from gradprobe.errors import UserError
+from gradprobe.progress import ProgressBar, StepProgress
 
 #: Plain SGD at 0.1 is the default for diagnose's training run and for repair. On digits
 #: (standardised inputs, cross-entropy, batch 128) it trains a 10-layer He-initialised ReLU
@@ -181,6 +182,7 @@ def diagnose(
     seed: int = 0,
     thresholds: Thresholds | None = None,
     name: str | None = None,
+    progress: bool = False,
 ) -> Diagnosis:
     """Diagnose ``model``'s gradient flow on ``data``; ``steps > 0`` adds a short training run.
 
@@ -190,7 +192,8 @@ def diagnose(
     ``labels``, a dataset name, a DataSpec or a Dataset (see
     :mod:`gradprobe.diagnosis.inputs`). ``lr``/``optimizer`` set the training run (plain
     SGD at :data:`DEFAULT_LR` by default); ``n_batches`` x ``batch_size`` samples are probed;
-    ``name`` labels the model in reports. Raises :class:`UserError` for bad input.
+    ``name`` labels the model in reports; ``progress`` shows a bar with the time left over
+    the training steps (stderr, a terminal). Raises :class:`UserError` for bad input.
 
     Example:
         >>> diag = diagnose(model, data="digits", steps=200)      # doctest: +SKIP
@@ -208,10 +211,12 @@ def diagnose(
     if steps > 0:
         trained = clone(model)
         snapshots = FiniteSnapshots()
-        evidence.training = train_run(
-            trained, problem, steps=steps, lr=lr, optimizer=optimizer,
-            batch_size=batch_size, seed=seed, thresholds=th, callbacks=[snapshots],
-        )
+        with ProgressBar(progress, "diagnose: training", steps) as bar:
+            evidence.training = train_run(
+                trained, problem, steps=steps, lr=lr, optimizer=optimizer,
+                batch_size=batch_size, seed=seed, thresholds=th,
+                callbacks=[snapshots, StepProgress(bar)],
+            )
         after, when = _evidence_after(trained, problem, evidence.training, snapshots,
                                       n_batches=n_batches, batch_size=batch_size, seed=seed)
     findings = apply_rules(evidence, th)

@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from rich.markup import escape
 from torch import nn
 
 from gradprobe.diagnosis.diagnosis import DEFAULT_LR, DEFAULT_OPTIMIZER, clone, prepare
@@ -48,6 +49,7 @@ from gradprobe.diagnosis.surgery import (
 )
 from gradprobe.diagnosis.training import train_run
 from gradprobe.errors import UserError
+from gradprobe.progress import ProgressBar, StepProgress
 from gradprobe.train import Callback
 
 #: Evidence batches per candidate: two keep the gradient columns cheap; the verdict rests
@@ -332,12 +334,14 @@ def repair(
     seed: int = 0,
     candidates: Sequence[str | Candidate] | None = None,
     thresholds: Thresholds | None = None,
+    progress: bool = False,
 ) -> RepairResult:
     """Try candidate fixes on copies of ``model``; train each for ``budget_steps``; rank.
 
     ``candidates``: names from :data:`CANDIDATES` or your own :class:`Candidate` objects
     (default: all; the baseline always runs). The original model is never modified. A
     candidate that cannot be applied, or breaks, is listed in ``skipped`` with the reason.
+    ``progress``: a bar over all candidates' steps with the time left (stderr, a terminal).
 
     Example:
         >>> fixes = repair(model, "digits", budget_steps=200,
@@ -361,37 +365,42 @@ def repair(
     skipped: list[tuple[str, str]] = []
     models: dict[str, nn.Module] = {}
     runs: dict[str, TrainingRun] = {}
-    for cand in chosen:
-        try:
-            changed, what = cand.build(original, ctx)
-            ev = base_ev if cand.kind in ("baseline", "lr", "clip") else collect_evidence(
-                changed, problem, n_batches=REPAIR_EVIDENCE_BATCHES, batch_size=batch_size,
-                seed=seed, theory=False)
-            run = train_run(copy.deepcopy(changed), problem, steps=budget_steps,
-                            lr=lr * cand.lr_factor, optimizer=optimizer,
-                            batch_size=batch_size, seed=seed, thresholds=th,
-                            callbacks=cand.callbacks(problem) if cand.callbacks else ())
-        except CannotApply as exc:
-            skipped.append((cand.name, str(exc)))
-            continue
-        except Exception as exc:  # a candidate (possibly the user's own) broke: say so
-            if cand.kind == "baseline":
-                raise
-            skipped.append((cand.name, f"failed: {type(exc).__name__}: {exc}"))
-            continue
-        remaining = [f.kind for f in gradient_findings(ev, th) + time_findings(ev, th)
-                     + dead_findings(ev, th)]
-        models[cand.name], runs[cand.name] = changed, run
-        rows.append({
-            "candidate": cand.name, "kind": cand.kind,
-            "change": what + (f"; lr {lr * cand.lr_factor:g}" if cand.lr_factor != 1 else ""),
-            "log10_change_before": base_ev.profile.log10_change,
-            "log10_change_after": ev.profile.log10_change,
-            "findings_after": remaining,
-            "final_loss": run.final_loss, "initial_loss": run.initial_loss,
-            "train_accuracy": run.final_train_accuracy, "test_accuracy": run.final_test_accuracy,
-            "stalled": run.stalled, "status": run.status,
-        })
+    with ProgressBar(progress, "repair", len(chosen) * budget_steps) as bar:
+        for i, cand in enumerate(chosen):
+            bar.advance(i * budget_steps - bar.completed)  # a skipped or stopped candidate
+            bar.describe(f"repair: {escape(cand.name)}")
+            try:
+                changed, what = cand.build(original, ctx)
+                ev = base_ev if cand.kind in ("baseline", "lr", "clip") else collect_evidence(
+                    changed, problem, n_batches=REPAIR_EVIDENCE_BATCHES, batch_size=batch_size,
+                    seed=seed, theory=False)
+                run = train_run(copy.deepcopy(changed), problem, steps=budget_steps,
+                                lr=lr * cand.lr_factor, optimizer=optimizer,
+                                batch_size=batch_size, seed=seed, thresholds=th,
+                                callbacks=[*(cand.callbacks(problem) if cand.callbacks else ()),
+                                           StepProgress(bar)])
+            except CannotApply as exc:
+                skipped.append((cand.name, str(exc)))
+                continue
+            except Exception as exc:  # a candidate (possibly the user's own) broke: say so
+                if cand.kind == "baseline":
+                    raise
+                skipped.append((cand.name, f"failed: {type(exc).__name__}: {exc}"))
+                continue
+            remaining = [f.kind for f in gradient_findings(ev, th) + time_findings(ev, th)
+                         + dead_findings(ev, th)]
+            models[cand.name], runs[cand.name] = changed, run
+            rows.append({
+                "candidate": cand.name, "kind": cand.kind,
+                "change": what + (f"; lr {lr * cand.lr_factor:g}" if cand.lr_factor != 1 else ""),
+                "log10_change_before": base_ev.profile.log10_change,
+                "log10_change_after": ev.profile.log10_change,
+                "findings_after": remaining,
+                "final_loss": run.final_loss, "initial_loss": run.initial_loss,
+                "train_accuracy": run.final_train_accuracy,
+                "test_accuracy": run.final_test_accuracy,
+                "stalled": run.stalled, "status": run.status,
+            })
     base = runs["baseline"]
     base_problem = _has_problem(base, base_ev, th)
     for row in rows:

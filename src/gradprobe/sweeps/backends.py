@@ -25,7 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gradprobe.errors import UserError
-from gradprobe.sweeps.plan import Outcome, Task, run_task
+from gradprobe.nets.plain import build
+from gradprobe.spec import ExperimentSpec
+from gradprobe.sweeps.plan import Outcome, Task, _dataset, run_task
+from gradprobe.threads import parameter_count, thread_policy
 
 DoneFn = Callable[[Task, list[Outcome]], None]
 StepsFn = Callable[[int], None]
@@ -36,14 +39,28 @@ _SOCKET_PATH_BUDGET = 107 - 72
 
 
 class LocalBackend:
-    """Run tasks one after another in this process (torch uses all cores)."""
+    """Run tasks one after another in this process, each with the thread policy's count
+    (:mod:`gradprobe.threads`: ``threads``, or chosen from the task's size)."""
 
     name = "local"
 
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+
     def run(self, tasks: list[Task], on_done: DoneFn, on_steps: StepsFn) -> None:
-        """Train every task; ``on_done`` after each."""
+        """Train every task; ``on_done`` after each (outside the task's thread setting)."""
         for task in tasks:
-            on_done(task, run_task(task, on_steps))
+            with thread_policy(self.threads, task_parameters(task)):
+                outcomes = run_task(task, on_steps)
+            on_done(task, outcomes)
+
+
+def task_parameters(task: Task) -> int:
+    """Parameters trained at once: one model's, times the members of a vectorised group."""
+    spec = ExperimentSpec.model_validate(task.specs[0])
+    data = _dataset(spec.data)
+    model = build(spec.net, data.in_shape, data.n_classes, seed=spec.train.seed)
+    return parameter_count(model) * (len(task.specs) if task.vectorised else 1)
 
 
 class RayBackend:
@@ -134,12 +151,14 @@ def make_backend(
     address: str | None = None,
     temp_dir: str | Path | None = None,
     num_cpus: int | None = None,
+    threads: int | None = None,
 ) -> LocalBackend | RayBackend:
-    """A backend by name (``local`` | ``ray``); ``address`` only for ``ray``."""
+    """A backend by name (``local`` | ``ray``); ``address`` only for ``ray``; ``threads``
+    only for ``local`` (a Ray task gets as many threads as CPUs it reserves)."""
     if name not in BACKENDS:
         raise UserError(f"unknown backend {name!r} (allowed: {', '.join(BACKENDS)})")
     if name == "local":
         if address:
             raise UserError("--address is for the ray backend: add --backend ray")
-        return LocalBackend()
+        return LocalBackend(threads)
     return RayBackend(address=address, temp_dir=temp_dir, num_cpus=num_cpus)

@@ -32,6 +32,7 @@ from gradprobe.sweeps.grid import Config, display_value, expand
 from gradprobe.sweeps.plan import Outcome, Task, describe_plan, plan
 from gradprobe.sweeps.progress import SweepProgress
 from gradprobe.sweeps.spec import SweepSpec, load_sweep_spec
+from gradprobe.threads import check_threads
 
 RESULT_COLUMNS = ["run_id", "status", "final_loss", "final_train_accuracy",
                   "final_test_accuracy"]
@@ -50,6 +51,7 @@ def sweep(
     on_run: RunFn | None = None,
     ray_temp_dir: str | Path | None = None,
     ray_num_cpus: int | None = None,
+    threads: int | None = None,
 ) -> pd.DataFrame:
     """Train every configuration of a sweep and store each as a run.
 
@@ -62,12 +64,15 @@ def sweep(
         overrides: dotted overrides of the sweep spec (``{"base.train.steps": 10}``).
         progress: show a progress bar with an ETA over the whole sweep.
         on_run: called with each stored run's row (swept values, run_id, status, ...).
+        threads: torch threads per task on the local backend; None chooses them from the
+            task's size (:mod:`gradprobe.threads`). The caller's count is restored.
 
     Returns:
         One row per configuration, in expansion order: the swept fields (dotted names,
         choices as labels), ``run_id``, ``status``, ``final_loss``, ``final_train_accuracy``,
         ``final_test_accuracy``. ``frame.attrs["plan"]`` says what ran vectorised.
     """
+    check_threads(threads)
     spec = load_sweep_spec(spec_or_path, overrides)
     configs = expand(spec)
     owned = not isinstance(store, Store)
@@ -85,7 +90,7 @@ def sweep(
         if ray_temp_dir is None and backend == "ray":
             ray_temp_dir = _run_dir(db) / "ray"
         runner = make_backend(backend, address=address, temp_dir=ray_temp_dir,
-                              num_cpus=ray_num_cpus)
+                              num_cpus=ray_num_cpus, threads=threads)
         by_key = {c.key: c for c in todo}
         total_steps = sum(t.member_steps for t in tasks)
         with SweepProgress(progress, spec.name, total_steps, len(configs), len(done)) as bar:
