@@ -22,10 +22,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from gradprobe.autopilot.layers import preserved_buffers
 from gradprobe.errors import UserError
 from gradprobe.probe import Probe
 from gradprobe.theory.batchnorm import bn_batch_prediction
 from gradprobe.theory.compare import QUANTITIES, Comparison, compare
+from gradprobe.train import seeded
 
 
 def _random_projection(out: torch.Tensor, seed: int) -> torch.Tensor:
@@ -45,7 +47,8 @@ def probe_backward(
     """The record of one probed forward and backward pass of ``model`` on ``x`` (step 0).
 
     ``loss_fn`` maps the output to a scalar; the default is a fixed random projection
-    (seeded by ``seed``). The model's own parameter gradients are put back afterwards.
+    (seeded by ``seed``). The model's own parameter gradients, its buffers (batch-norm
+    running statistics) and torch's random state are put back afterwards.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
@@ -56,8 +59,9 @@ def probe_backward(
     saved = {p: p.grad for p in model.parameters()}
     for p in model.parameters():
         p.grad = None
-    try:
-        with Probe(model, every=1, quantities=list(quantities)) as probe:
+    try:  # the measurement leaves no trace: BN statistics and the global RNG come back
+        with preserved_buffers(model), seeded(seed, _device_of(model)), \
+                Probe(model, every=1, quantities=list(quantities)) as probe:
             out = model(x)
             loss = loss_fn(out) if loss_fn is not None else _random_projection(out, seed)
             loss.backward()
@@ -120,3 +124,7 @@ def _build_from_spec(
         else:
             raise UserError("building a spec needs n_outputs= or labels in the batch")
     return build(net_spec, tuple(x.shape[1:]), n_outputs, seed=seed)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -197,3 +197,19 @@ def test_compare_refuses_a_model_where_the_record_goes():
         compare(pd.DataFrame({"step": [0]}), net)
     with pytest.raises(UserError, match="q0"):
         compare(probe_backward(net, torch.randn(4, 16)), net, q0=-1.0)
+
+
+def test_compare_model_leaves_batch_norm_statistics_and_the_rng_alone():
+    from torch import nn
+
+    from gradprobe.measure import compare_model
+
+    net = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+    buffers = [b.clone() for b in net.buffers()]
+    x = torch.randn(32, 8) + 3.0
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    compare_model(net, x, force=True)
+    assert all(torch.equal(a, b) for a, b in zip(buffers, net.buffers(), strict=True))
+    assert torch.equal(torch.rand(3), expected)
