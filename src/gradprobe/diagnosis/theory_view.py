@@ -7,6 +7,7 @@ Example:
     >>> from torch import nn
     >>> from gradprobe.diagnosis.inputs import resolve_problem
     >>> import torch
+    >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 2))
     >>> view = theory_view(net, resolve_problem((torch.randn(64, 4), torch.randint(0, 2, (64,)))))
     >>> view.structural, view.activation
