@@ -214,10 +214,7 @@ class ProbeCallback(Callback):
         """
         if self.probe is None:
             return None
-        if open_step_expected:
-            self.probe._detach(warn=False)
-        else:
-            self.probe.detach()
+        self.probe.detach(warn=not open_step_expected)
         return self.probe.frame()
 
     def on_train_start(self, loop: Loop) -> None:

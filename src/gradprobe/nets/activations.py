@@ -66,6 +66,18 @@ def _kink_at_zero(**params: Any) -> tuple[float, ...]:
     return (0.0,)
 
 
+def levels_in(span: tuple[float, float], fraction: float) -> tuple[float, float]:
+    """(low, high) within ``fraction`` of the output range ``span`` from its asymptotes:
+    outputs below low or above high are saturated.
+
+    Example:
+        >>> levels_in((-1.0, 1.0), 0.05)
+        (-0.9, 0.9)
+    """
+    cut = fraction * (span[1] - span[0])
+    return span[0] + cut, span[1] - cut
+
+
 @dataclass(frozen=True)
 class ActivationEntry:
     """Everything gradprobe knows about one activation function (see the module doc)."""
@@ -122,9 +134,7 @@ class ActivationEntry:
         """
         if self.output_range is None:
             return None
-        lo, hi = self.output_range(**params)
-        span = fraction * (hi - lo)
-        return lo + span, hi - span
+        return levels_in(self.output_range(**params), fraction)
 
 
 class Erf(nn.Module):

@@ -64,6 +64,14 @@ class Capture:
         self._rank_cache = (len(self._depth), ranks)
         return ranks
 
+    def _layer_at_depth(self, depth: int) -> nn.Module | None:
+        """The weight layer first called as the ``depth``-th (one dict look-up: functional
+        activations ask on every call)."""
+        inverse: dict[int, nn.Module] | None = getattr(self, "_at_depth", None)
+        if inverse is None or len(inverse) != len(self._depth):  # _depth only grows
+            inverse = self._at_depth = {d: m for m, d in self._depth.items()}
+        return inverse.get(depth)
+
     def _ranked(self, prims: dict[Any, dict[str, float]], act_keys: list[ActKey]
                 ) -> tuple[dict[Any, dict[str, float]], list[ActKey], dict[int, nn.Module]]:
         """A step's primitives, activation keys and depth -> layer map with the depths of

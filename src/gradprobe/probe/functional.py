@@ -163,10 +163,10 @@ class Functional:
             site = self._fn_sites[key] = FunctionCall(f"{prefix}{entry.name}()", entry)
             self._names[site] = site.name
             self._act_h[site] = handler = CatalogueActivation(entry, params)
-            span = handler.output_range(site)  # type: ignore[arg-type]
-            if span is not None:
-                cut = self.saturation_threshold * (span[1] - span[0])
-                self._sat_levels[site] = (span[0] + cut, span[1] - cut)
+            levels = handler.saturation_levels(
+                site, self.saturation_threshold)  # type: ignore[arg-type]
+            if levels is not None:
+                self._sat_levels[site] = levels
         return site
 
     def _functional_call(self, func: Any, entries: list[catalogue.ActivationEntry],

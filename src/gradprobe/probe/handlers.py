@@ -64,6 +64,12 @@ class ActivationHandler:
     def output_range(self, module: nn.Module) -> tuple[float, float] | None:
         return None
 
+    def saturation_levels(self, module: nn.Module, fraction: float
+                          ) -> tuple[float, float] | None:
+        """(low, high) for the saturation counts; None for unbounded activations."""
+        span = self.output_range(module)
+        return None if span is None else catalogue.levels_in(span, fraction)
+
     def dphi_and_output(self, module: nn.Module, z: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """(phi'(z), phi(z)), for saturation; the output by the module's own forward."""

@@ -149,10 +149,9 @@ class Probe(Capture, Updates, Functional):
         for name, m in parts["activations"]:
             self._names[m] = name or "model"
             self._act_h[m] = handler = H.activation_handler(m)
-            span = handler.output_range(m)
-            if span is not None:
-                cut = self.saturation_threshold * (span[1] - span[0])
-                self._sat_levels[m] = (span[0] + cut, span[1] - cut)
+            levels = handler.saturation_levels(m, self.saturation_threshold)
+            if levels is not None:
+                self._sat_levels[m] = levels
         #: ``(qualified name, type name)`` of modules the probe cannot classify.
         self.unknown_layers: list[tuple[str, str]] = [
             (name or "model", type(m).__name__) for name, m in parts["unknown"]
@@ -216,16 +215,16 @@ class Probe(Capture, Updates, Functional):
             self._sync_hooks()
         return self
 
-    def detach(self) -> None:
-        """Remove every hook the probe put on the model and optimizers (idempotent)."""
-        self._detach(warn=True)
+    def detach(self, warn: bool = True) -> None:
+        """Remove every hook the probe put on the model and optimizers (idempotent).
 
-    def _detach(self, warn: bool) -> None:
+        ``warn=False``: a step captured but never closed (a diverged loss, whose backward
+        never ran) is dropped without the warning."""
         if warn and self._attached and self._keys:
             warnings.warn(
                 f"gradprobe: step {self._step} was captured but not closed with "
                 "probe.step(); its measurements are dropped",
-                stacklevel=3,
+                stacklevel=2,
             )
         self._attached = False
         self._uninstall()
@@ -248,7 +247,7 @@ class Probe(Capture, Updates, Functional):
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
         self._entered = False
-        self._detach(warn=exc_type is None)  # on an exception, no warning about the step
+        self.detach(warn=exc_type is None)  # on an exception, no warning about the step
 
     @property
     def attached(self) -> bool:
@@ -458,9 +457,6 @@ class Probe(Capture, Updates, Functional):
             self._tensors += sqs
             if self._optimizers:  # for the snapshot of a watched optimizer (_opt_pre)
                 self._w_sq = {w: (w._version, sqs[i]) for w, i in weights}
-
-    def _layer_at_depth(self, depth: int) -> nn.Module | None:
-        return next((m for m, d in self._depth.items() if d == depth), None)
 
     def _record(self, step: int) -> None:
         """Read the step's primitives back (one batch, with any update norms still on the

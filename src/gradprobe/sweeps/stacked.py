@@ -76,11 +76,8 @@ class Segment:
     def saturation_levels(self) -> tuple[float, float]:
         """(low, high): outputs below low or above high are saturated, as the probe counts
         them; (-inf, inf) for unbounded activations."""
-        span = self.handler.output_range(self.module)
-        if span is None:
-            return -math.inf, math.inf
-        cut = SATURATION_THRESHOLD * (span[1] - span[0])
-        return span[0] + cut, span[1] - cut
+        levels = self.handler.saturation_levels(self.module, SATURATION_THRESHOLD)
+        return (-math.inf, math.inf) if levels is None else levels
 
     @property
     def bounded(self) -> bool:
