@@ -168,6 +168,8 @@ class Store:
                 self._db.executescript(_SCHEMA)
             self._db.execute("SELECT id FROM runs LIMIT 1").fetchall()
         except sqlite3.Error as exc:
+            if hasattr(self, "_db"):
+                self._db.close()  # a file that is not a store: nothing stays open
             raise UserError(f"{self.path}: not a gradprobe store ({exc})") from None
 
     def close(self) -> None:

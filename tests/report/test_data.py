@@ -98,9 +98,9 @@ def test_activation_curves_and_regions():
     curves, regions = D.activation_curve_frame(["sigmoid", "relu", "gelu"])
     sig = regions[regions["activation"] == "sigmoid"]
     assert list(sig["kind"]) == ["saturated", "saturated"]
-    # sigmoid' < 5% of 1/4 where |x| > ~4.36
-    assert sig["x1"].iloc[0] == pytest.approx(-4.36, abs=0.03)
-    assert sig["x0"].iloc[1] == pytest.approx(4.36, abs=0.03)
+    # as the probe counts it: sigmoid(x) < 0.05 or > 0.95, |x| > logit(0.95) = ln 19
+    assert sig["x1"].iloc[0] == pytest.approx(-math.log(19.0), abs=0.03)
+    assert sig["x0"].iloc[1] == pytest.approx(math.log(19.0), abs=0.03)
     relu = regions[regions["activation"] == "relu"]
     assert list(relu["kind"]) == ["zero"] and relu["x1"].iloc[0] <= 0
     assert regions[regions["activation"] == "gelu"].empty  # unbounded, never exactly 0

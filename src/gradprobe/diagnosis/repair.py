@@ -131,7 +131,7 @@ def _critical(model: nn.Module, ctx: RepairContext) -> tuple[nn.Module, str]:
     if sat is not None and sat >= ctx.thresholds.critical_saturation_limit:
         raise CannotApply(
             f"the critical sigma_w2 for {t.activation} is {t.critical_sigma_w2:.3g}, where "
-            f"{sat:.0%} of its inputs would saturate (limit "
+            f"{sat:.0%} of its outputs would saturate (limit "
             f"{ctx.thresholds.critical_saturation_limit:.0%})"
         )
     return reinitialise(model, "normal", ctx.seed, sigma_w2=float(t.critical_sigma_w2))

@@ -125,11 +125,12 @@ def _critical(act: Any, sigma_b2: float, q0: float) -> tuple[float | None, float
     q_star = predict(act.name, crit, sigma_b2, params=dict(act.params)).q_star
     if q_star is None:
         return crit, 1.0
-    limit = SATURATION_THRESHOLD * float(entry.max_dphi(**entry.resolve(dict(act.params))))
+    # the probe's definition: outputs within 5 % of the output range from an asymptote
+    low, high = entry.saturation_levels(entry.resolve(dict(act.params)), SATURATION_THRESHOLD)
 
     def saturated(x: np.ndarray) -> np.ndarray:
-        d = np.abs(act.dphi(x))
-        return (d < limit).astype(float)
+        h = act.phi(x)
+        return ((h < low) | (h > high)).astype(float)
 
     frac = float(expect(saturated, 0.0, math.sqrt(max(q_star, 0.0)), act.kinks))
     return crit, frac

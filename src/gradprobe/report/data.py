@@ -375,9 +375,10 @@ def activation_curve_frame(
     """phi and phi' on a grid, and the regions where the gradient is lost.
 
     Returns ``(curves, regions)``. ``curves``: activation, x, phi, dphi. ``regions``:
-    activation, kind, x0, x1, with kind ``"saturated"`` (|phi'| below the probe's
-    ``SATURATION_THRESHOLD`` times sup |phi'|; bounded activations only, as the probe counts
-    it) or ``"zero"`` (phi' = 0 exactly: a ReLU unit there passes no gradient).
+    activation, kind, x0, x1, with kind ``"saturated"`` (the output within the probe's
+    ``SATURATION_THRESHOLD`` of the output range from an asymptote; bounded activations
+    only, as the probe counts it) or ``"zero"`` (phi' = 0 exactly: a ReLU unit there passes
+    no gradient).
     """
     import torch
 
@@ -393,8 +394,9 @@ def activation_curve_frame(
         dphi = entry.dphi(x, **params).numpy()
         curves.append(pd.DataFrame({"activation": name, "x": x.numpy(), "phi": phi,
                                     "dphi": dphi}))
-        if entry.bounded:
-            sat = np.abs(dphi) < SATURATION_THRESHOLD * entry.max_dphi(**params)
+        levels = entry.saturation_levels(params, SATURATION_THRESHOLD)
+        if entry.bounded and levels is not None:  # as the probe counts: on the output
+            sat = (phi < levels[0]) | (phi > levels[1])
             regions += [(name, "saturated", a, b) for a, b in _runs(x.numpy(), sat & (dphi != 0))]
         regions += [(name, "zero", a, b) for a, b in _runs(x.numpy(), dphi == 0)]
     return (
