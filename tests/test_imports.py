@@ -25,9 +25,9 @@ ROOT = "gradprobe"
 # The key is the longest dotted prefix after "gradprobe." that matches.
 LAYERS: list[tuple[str, ...]] = [
     ("_version", "errors", "limits", "spec_params", "autopilot.options", "spec", "nets", "data",
-     "budget", "sequence_tasks", "native", "threads"),
+     "budget", "sequence_tasks", "native", "threads", "progress"),
     ("probe", "record", "outputs", "kwinputs"),
-    ("train", "integrations", "autopilot", "progress"),
+    ("train", "integrations", "autopilot"),
     ("store", "api"),
     ("theory",),
     ("sweeps", "diagnosis", "measure", "reproduce", "autopilot.repair",

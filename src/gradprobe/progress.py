@@ -18,8 +18,6 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from gradprobe.train import Callback, Loop
-
 
 def _stderr() -> TextIO:
     return sys.stderr
@@ -74,26 +72,19 @@ class ProgressBar:
         if self._bar is not None:
             self._bar.update(self._task, description=description)
 
-    def __enter__(self) -> ProgressBar:
+    def start(self) -> ProgressBar:
+        """Start drawing (when shown)."""
         if self._bar is not None:
             self._bar.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """Stop drawing."""
         if self._bar is not None:
             self._bar.stop()
 
+    def __enter__(self) -> ProgressBar:
+        return self.start()
 
-class StepProgress(Callback):
-    """A training-loop callback advancing ``bar`` by one per training step taken.
-
-    Example:
-        >>> bar = ProgressBar(False, "train", total=10)
-        >>> callback = StepProgress(bar)
-    """
-
-    def __init__(self, bar: ProgressBar) -> None:
-        self.bar = bar
-
-    def after_update(self, loop: Loop, step: int, loss: float) -> None:
-        self.bar.advance(1)
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -34,6 +34,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from rich.markup import escape
 from torch import nn
 
 from gradprobe.data import Dataset
@@ -46,6 +47,7 @@ from gradprobe.outputs import (
     loss_function,
     model_dtype,
 )
+from gradprobe.progress import ProgressBar
 from gradprobe.record import smooth_loss, tidy_frame
 from gradprobe.spec import TrainSpec
 
@@ -169,6 +171,22 @@ class Loop:
     @property
     def stopping(self) -> bool:
         return self.status != "running"
+
+
+class StepProgress(Callback):
+    """A training-loop callback advancing ``bar`` by one per training step taken.
+
+    Example:
+        >>> from gradprobe.progress import ProgressBar
+        >>> bar = ProgressBar(False, "train", total=10)
+        >>> callback = StepProgress(bar)
+    """
+
+    def __init__(self, bar: ProgressBar) -> None:
+        self.bar = bar
+
+    def after_update(self, loop: Loop, step: int, loss: float) -> None:
+        self.bar.advance(1)
 
 
 class ProbeCallback(Callback):
@@ -331,7 +349,7 @@ def _train(model: nn.Module, data: Dataset | TrainData, spec: TrainSpec, probe: 
         hooks.append(Autopilot(spec.autopilot, data=x_train))  # in the model's dtype
 
     losses: list[float] = []
-    bar = _progress_bar(progress, spec.steps, description)
+    bar = ProgressBar(True, escape(description), spec.steps).start() if progress else None
     loop.rows += _eval_rows(-1, model, *evals, loss_fn)  # step 0
     latest: tuple[int, list] = (-2, [])  # (step, rows) of the newest in-loop evaluation
     try:
@@ -366,7 +384,8 @@ def _train(model: nn.Module, data: Dataset | TrainData, spec: TrainSpec, probe: 
             if on_step is not None:
                 on_step(step, value)
             if bar is not None:
-                bar[0].update(bar[1], advance=1, description=f"{description} loss {value:.4g}")
+                bar.describe(f"{escape(description)} loss {value:.4g}")
+                bar.advance(1)
             if loop.stopping:
                 break
     finally:
@@ -375,7 +394,7 @@ def _train(model: nn.Module, data: Dataset | TrainData, spec: TrainSpec, probe: 
         for cb in hooks:
             cb.on_end(loop)
         if bar is not None:
-            bar[0].stop()
+            bar.stop()
 
     status = "complete" if loop.status == "running" else loop.status
     final_step = len(losses)
@@ -441,17 +460,3 @@ def convergence_figures(losses: list[float], spec: TrainSpec) -> dict[str, Any]:
         before = min(smooth[: -spec.stall_window])
         stalled = smooth[-1] > before * (1 - spec.stall_tolerance)
     return {"loss_threshold": threshold, "steps_to_threshold": reached, "stalled": stalled}
-
-
-def _progress_bar(enabled: bool, total: int, description: str):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeRemainingColumn(), transient=True,
-    )
-    task = bar.add_task(description, total=total)
-    bar.start()
-    return bar, task

@@ -27,7 +27,8 @@ from gradprobe.diagnosis.rules import apply_rules, dead_findings, saturation_fin
 from gradprobe.diagnosis.training import FiniteSnapshots, train_run
 from gradprobe.diagnosis.wording import fit_words, fmt10
 from gradprobe.errors import UserError
-from gradprobe.progress import ProgressBar, StepProgress
+from gradprobe.progress import ProgressBar
+from gradprobe.train import StepProgress
 
 #: Plain SGD at 0.1 is the default for diagnose's training run and for repair. On digits
 #: (standardised inputs, cross-entropy, batch 128) it trains a 10-layer He-initialised ReLU

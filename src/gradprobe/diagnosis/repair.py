@@ -49,8 +49,8 @@ from gradprobe.diagnosis.surgery import (
 )
 from gradprobe.diagnosis.training import train_run
 from gradprobe.errors import UserError
-from gradprobe.progress import ProgressBar, StepProgress
-from gradprobe.train import Callback
+from gradprobe.progress import ProgressBar
+from gradprobe.train import Callback, StepProgress
 
 #: Evidence batches per candidate: two keep the gradient columns cheap; the verdict rests
 #: on training, not on them.
