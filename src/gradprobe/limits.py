@@ -103,7 +103,7 @@ def _gib(n: float) -> str:
     return f"{n / 2**20:.3g} MiB"
 
 
-def count_nodes(value: Any, limit: int = MAX_SPEC_NODES) -> int:
+def count_nodes(value: Any) -> int:
     """Values in a nested structure as if every shared (aliased) part were copied out.
 
     Shared parts are counted once per reference without being walked again, so a YAML
