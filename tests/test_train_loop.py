@@ -233,3 +233,25 @@ def test_a_loss_that_is_not_a_scalar_or_an_output_without_logits_is_a_user_error
 
     with pytest.raises(UserError, match="expected a tensor"):
         train(Pair(), _data(), _spec(), probe=False, loss_fn=F.cross_entropy)
+
+
+def test_step_zero_evaluation_sees_what_a_callback_did_at_start():
+    """A callback that zeroes the output layer in on_train_start: the step-0 evaluation is
+    of uniform logits, so its cross-entropy is exactly log(classes)."""
+
+    class ZeroHead(Callback):
+        def on_train_start(self, loop):
+            head = [m for m in loop.model.modules() if isinstance(m, nn.Linear)][-1]
+            with torch.no_grad():
+                head.weight.zero_()
+                head.bias.zero_()
+
+    spec = load_spec({"net": {"depth": 3, "width": 8}, "data": {"name": "iris"},
+                      "train": {"steps": 1, "seed": SEED}})
+    data = load_data(spec.data)
+    model = build(spec.net, data.in_shape, data.n_classes)
+    result = train(model, data, spec.train, probe=False, callbacks=[ZeroHead()])
+    at_start = result.metrics[(result.metrics.step == 0)
+                              & result.metrics.quantity.isin(["train_loss", "test_loss"])]
+    assert len(at_start) == 2
+    assert at_start.value.tolist() == pytest.approx([math.log(data.n_classes)] * 2, rel=1e-6)

@@ -112,7 +112,8 @@ class BatchSampler:
 class Callback:
     """A hook point of the training loop; every method is a no-op by default.
 
-    The loop calls, in order: ``on_train_start`` once; per step ``on_step_start``,
+    The loop calls, in order: ``on_train_start`` once (the step-0 evaluation comes after
+    it, so it sees what a callback did to the model there); per step ``on_step_start``,
     ``after_backward`` (gradients present, before the update), ``after_update``, and
     ``on_eval`` when evaluation rows were just written; ``on_end`` once, also after a
     divergence, an exception or a stop. A callback writes rows with :meth:`Loop.record`,
@@ -350,11 +351,12 @@ def _train(model: nn.Module, data: Dataset | TrainData, spec: TrainSpec, probe: 
 
     losses: list[float] = []
     bar = ProgressBar(True, escape(description), spec.steps).start() if progress else None
-    loop.rows += _eval_rows(-1, model, *evals, loss_fn)  # step 0
     latest: tuple[int, list] = (-2, [])  # (step, rows) of the newest in-loop evaluation
     try:
         for cb in hooks:
             cb.on_train_start(loop)
+        # step 0 is the model training starts from: after a callback's init (autopilot)
+        loop.rows += _eval_rows(-1, model, *evals, loss_fn)
         for step in range(spec.steps):
             last = step == spec.steps - 1
             for cb in hooks:
