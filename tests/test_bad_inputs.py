@@ -320,3 +320,27 @@ def test_warnings_before_an_error_are_dropped(capsys):
     assert info.value.exit_code == 2
     err = capsys.readouterr().err
     assert err.strip() == "error: net.depth: must be >= 1 (second line folded)"
+
+
+def test_warnings_after_success_are_shown_and_a_long_command_shows_them_as_they_come():
+    import warnings
+
+    from gradprobe.cli.errors import guarded, show_warnings_now
+
+    def texts(caught):
+        return [str(w.message) for w in caught]
+
+    with warnings.catch_warnings(record=True) as shown:  # what the user would see
+        warnings.simplefilter("always")
+        with guarded():
+            warnings.warn("held until the command ends", UserWarning, stacklevel=1)
+            assert texts(shown) == []
+        assert texts(shown) == ["held until the command ends"]
+
+        with guarded():
+            warnings.warn("from the start-up", UserWarning, stacklevel=1)
+            show_warnings_now()
+            assert texts(shown)[1:] == ["from the start-up"]
+            warnings.warn("while serving", UserWarning, stacklevel=1)
+            assert texts(shown)[1:] == ["from the start-up", "while serving"]
+        assert len(shown) == 3  # nothing shown twice

@@ -7,7 +7,9 @@
 * Any other exception is an internal error: one line and exit code 1, or the full traceback
   with ``gradprobe --debug``.
 * Python and PyTorch warnings raised before an error are dropped (the error line says what
-  went wrong); after a success they are shown as usual.
+  went wrong); after a success they are shown as usual. A long-running command (``serve``)
+  calls :func:`show_warnings_now` once it has started: from then on warnings are shown as
+  they come instead of being held until it ends.
 
 Example:
     >>> with guarded(debug=False):   # doctest: +SKIP
@@ -53,10 +55,48 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
+class _HeldWarnings:
+    """Warnings kept back while a command runs (shown after success, dropped on error)."""
+
+    def __init__(self, show: Any) -> None:
+        self.show = show  # the warnings module's display before the command started
+        self.held: list[tuple[Any, ...]] = []
+        self.live = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        if self.live:
+            self.show(*args, **kwargs)
+        else:
+            self.held.append((args, kwargs))
+
+    def release(self) -> None:
+        """Show what was held, and every later warning as it comes."""
+        self.live = True
+        for args, kwargs in self.held:
+            self.show(*args, **kwargs)
+        self.held.clear()
+
+
+_holders: list[_HeldWarnings] = []  # innermost guarded() last
+
+
+def show_warnings_now() -> None:
+    """Stop holding warnings in the running command (for commands that run until stopped).
+
+    Example:
+        >>> show_warnings_now()   # outside a command: nothing to do
+    """
+    for holder in _holders:  # outermost first: an inner one forwards to the outer
+        holder.release()
+
+
 @contextlib.contextmanager
 def guarded(debug: bool = False) -> Iterator[None]:
     """Run a command; errors become one line on stderr and an exit code (see module doc)."""
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings():
+        holder = _HeldWarnings(warnings.showwarning)
+        warnings.showwarning = holder
+        _holders.append(holder)
         try:
             yield
         except (typer.Exit, click.exceptions.Exit, click.ClickException, click.Abort):
@@ -72,8 +112,9 @@ def guarded(debug: bool = False) -> Iterator[None]:
             say(f"{type(exc).__name__}: {first} (run with --debug for the traceback)",
                 "internal error")
             raise typer.Exit(1) from None
-    for w in caught:
-        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        finally:
+            _holders.remove(holder)
+    holder.release()
 
 
 class GuardedGroup(TyperGroup):

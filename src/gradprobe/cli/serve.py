@@ -71,6 +71,7 @@ def serve_command(
     import torch
 
     from gradprobe.cli.console import console, err_console
+    from gradprobe.cli.errors import show_warnings_now
 
     check_port(host, port)
     _Server = _server_class()  # noqa: N806
@@ -93,4 +94,5 @@ def serve_command(
         threading.Timer(OPEN_DELAY_S, webbrowser.open, args=(url,)).start()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=5)
+    show_warnings_now()  # the server runs until stopped: warnings as they come
     _Server(config).run()
