@@ -1,0 +1,149 @@
+"""The mixed sweep through the public ``gp.sweep``, store and all, against a plain loop.
+
+The case (issue 16): 4 activations x 4 inits x 4 seeds (64 configurations), MLP depth 10
+width 64 on digits, batch 128, 50 SGD steps. Two ways of getting the same 64 trained
+networks, interleaved round by round in one process (the order alternates):
+
+* ``sweep``: ``gp.sweep(spec, store=<a new SQLite file>)`` with its defaults: the probe
+  recording every 10 steps, evaluations at steps 0, 1, 26 and 50, every metric row stored,
+  the thread policy choosing the threads, the result table built from the store;
+* ``loop``: a plain PyTorch loop that records nothing: per configuration ``build`` (the same
+  initial weights), ``torch.optim.SGD``, ``F.cross_entropy``, reshuffled minibatches, and
+  one final test accuracy; with ``--loop-threads`` torch threads (default 1, the faster
+  choice for this model on a shared 2-core machine: the loop's strongest baseline).
+
+Prints each round, the medians, ``speedup X`` (loop median / sweep median; target >= 4 on
+both CPUs), and where the sweep's time went in its last round (``--profile``).
+
+    OMP_NUM_THREADS=1 python benchmarks/sweep_mixed.py --rounds 5
+    python benchmarks/sweep_mixed.py --loop-threads 2      # the loop on torch's 2 threads
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import platform
+import pstats
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+import gradprobe as gp
+from gradprobe.data import Dataset, load_data
+from gradprobe.nets.plain import build
+from gradprobe.spec import ExperimentSpec
+from gradprobe.sweeps.grid import expand
+from gradprobe.sweeps.spec import load_sweep_spec
+
+ACTIVATIONS = ["sigmoid", "tanh", "relu", "leaky_relu"]
+INITS = ["xavier_normal", "he_normal", "orthogonal", {"name": "normal", "sigma_w2": 1.5}]
+
+
+def sweep_spec(name: str, steps: int) -> dict:
+    """The issue's case as a sweep spec."""
+    return {
+        "name": name,
+        "base": {"net": {"kind": "mlp", "depth": 10, "width": 64},
+                 "data": {"name": "digits"},
+                 "train": {"optimizer": "sgd", "lr": 0.05, "steps": steps,
+                           "batch_size": 128}},
+        "grid": {"net.activation": ACTIVATIONS, "net.init": INITS,
+                 "train.seed": [0, 1, 2, 3]},
+    }
+
+
+def time_sweep(folder: Path, label: str, steps: int) -> float:
+    """Wall seconds of one ``gp.sweep`` into a new store file."""
+    start = time.perf_counter()
+    frame = gp.sweep(sweep_spec("mixed", steps), store=folder / f"{label}.sqlite")
+    took = time.perf_counter() - start
+    assert (frame["status"] != "missing").all()
+    return took
+
+
+def time_loop(steps: int, threads: int) -> float:
+    """Wall seconds of training every configuration with a plain PyTorch loop."""
+    configs = [c.spec for c in expand(load_sweep_spec(sweep_spec("loop", steps)))]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        data = load_data(configs[0].data)  # once: every configuration trains on it
+        for spec in configs:
+            plain_run(spec, data)
+        return time.perf_counter() - start
+    finally:
+        torch.set_num_threads(before)
+
+
+def plain_run(spec: ExperimentSpec, data: Dataset) -> float:
+    """Train one configuration the plain way; its final test accuracy."""
+    model = build(spec.net, data.in_shape, data.n_classes, seed=spec.train.seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=spec.train.lr)
+    generator = torch.Generator().manual_seed(spec.train.seed)
+    n, batch = len(data.x_train), spec.train.batch_size or len(data.x_train)
+    order, pos = torch.randperm(n, generator=generator), 0
+    for _ in range(spec.train.steps):
+        if pos + batch > n:
+            order, pos = torch.randperm(n, generator=generator), 0
+        idx = order[pos : pos + batch]
+        pos += batch
+        loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return float((model(data.x_test).argmax(1) == data.y_test).float().mean())
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--loop-threads", type=int, default=1)
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one more sweep and print its top functions")
+    args = parser.parse_args()
+    print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}")
+    times: dict[str, list[float]] = {"sweep": [], "loop": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        time_sweep(folder, "warmup", 2)  # data, kernels, imports
+        time_loop(2, args.loop_threads)
+        for r in range(args.rounds):
+            for label in ("sweep", "loop") if r % 2 == 0 else ("loop", "sweep"):
+                took = (time_sweep(folder, f"r{r}", args.steps) if label == "sweep"
+                        else time_loop(args.steps, args.loop_threads))
+                times[label].append(took)
+                print(f"round {r} {label:5s} {took:6.2f} s", flush=True)
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            time_sweep(folder, "profiled", args.steps)
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+    sweep_s, loop_s = (statistics.median(times[k]) for k in ("sweep", "loop"))
+    print(f"median: sweep {sweep_s:.2f} s, loop {loop_s:.2f} s ({args.loop_threads} "
+          f"thread{'s' if args.loop_threads != 1 else ''}); load average at end "
+          f"{os.getloadavg()[0]:.2f}")
+    print(f"speedup {loop_s / sweep_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()
