@@ -137,7 +137,7 @@ def main() -> None:
             profiler.enable()
             time_sweep(folder, "profiled", args.steps)
             profiler.disable()
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+            pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "cumulative")).print_stats(int(os.environ.get("TOP", "40")))
     sweep_s, loop_s = (statistics.median(times[k]) for k in ("sweep", "loop"))
     print(f"median: sweep {sweep_s:.2f} s, loop {loop_s:.2f} s ({args.loop_threads} "
           f"thread{'s' if args.loop_threads != 1 else ''}); load average at end "

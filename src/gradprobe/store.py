@@ -6,8 +6,14 @@ Tables::
          final_loss, final_train_accuracy, final_test_accuracy, summary_json, versions_json,
          error)
     metrics(run_id, step, layer, depth, quantity, value)
+    metric_spans(run_id, first, last)
 
-Network-level metrics (loss, accuracy) have ``layer = ''`` and ``depth = 0``.
+Network-level metrics (loss, accuracy) have ``layer = ''`` and ``depth = 0``. A run's
+metrics are written by one statement in one transaction, so they take consecutive rowids;
+``metric_spans`` records that range, and a run's metrics are read by it (a range scan of
+the table itself). This replaces a per-row index on ``metrics(run_id, quantity)``, which
+cost about half of each row's insert. Stores made before the spans keep their index, and
+their runs are read through it.
 
 Crash safety: a run is registered as ``running`` in one transaction, and its metrics and its
 final status are written together in another, so a run killed mid-way can never be marked
@@ -76,7 +82,11 @@ CREATE TABLE IF NOT EXISTS metrics (
     quantity TEXT NOT NULL,
     value REAL
 );
-CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id, quantity);
+CREATE TABLE IF NOT EXISTS metric_spans (
+    run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sweep_claims (
     sweep TEXT PRIMARY KEY,
     host TEXT NOT NULL,
@@ -193,8 +203,9 @@ class Store:
     ) -> str:
         """Register a run as ``running`` and return its id."""
         run_id = uuid.uuid4().hex[:12]
-        with _sqlite_errors(self.path, "write to"):
+        with _sqlite_errors(self.path, "write to"), _transaction(self._db):
             self._insert_running(run_id, name, spec, sweep, config_key)
+            _set_span(self._db, run_id, 1, 0)  # no metrics yet (a killed run reads none)
         return run_id
 
     def _insert_running(
@@ -221,7 +232,7 @@ class Store:
             raise ValueError(f"status must be one of {RUN_STATUSES}")
         summary = summary or {}
         columns = _metric_columns(metrics)
-        with _sqlite_errors(self.path, "write to"), _transaction(self._db):
+        with _sqlite_errors(self.path, "write to"), _transaction(self._db, bulk=True):
             created = self._db.execute(
                 "SELECT created_at FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
@@ -259,7 +270,7 @@ class Store:
         summary = summary or {}
         columns = _metric_columns(metrics)
         now = time.time()
-        with _sqlite_errors(self.path, "write to"), _transaction(self._db):
+        with _sqlite_errors(self.path, "write to"), _transaction(self._db, bulk=True):
             if sweep is not None and config_key is not None:
                 found = self._db.execute(
                     "SELECT id FROM runs WHERE sweep = ? AND config_key = ?", (sweep, config_key)
@@ -346,6 +357,11 @@ class Store:
         run_id = self.resolve(run)
         query = "SELECT step, layer, depth, quantity, value FROM metrics WHERE run_id = ?"
         args: list[Any] = [run_id]
+        span = self._db.execute("SELECT first, last FROM metric_spans WHERE run_id = ?",
+                                (run_id,)).fetchone()
+        if span is not None:
+            query += " AND rowid BETWEEN ? AND ?"
+            args += list(span)
         if quantity is not None:
             names = [quantity] if isinstance(quantity, str) else list(quantity)
             query += f" AND quantity IN ({', '.join('?' * len(names))})"
@@ -407,16 +423,35 @@ def _alive(host: str, pid: int) -> bool:
 
 
 class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (Ctrl-C included)."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (Ctrl-C included).
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    ``bulk=True``: foreign keys are not checked inside (SQLite would look up the run for
+    every metric row); only for transactions that write a run's own rows after inserting
+    or finding the run itself, in the same transaction.
+    """
+
+    def __init__(self, db: sqlite3.Connection, bulk: bool = False) -> None:
         self.db = db
+        self.bulk = bulk
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        if self.bulk:  # a no-op inside a transaction: switched before BEGIN
+            self.db.execute("PRAGMA foreign_keys = OFF")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._checks_on()
+            raise
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._checks_on()
+
+    def _checks_on(self) -> None:
+        if self.bulk:
+            self.db.execute("PRAGMA foreign_keys = ON")
 
 
 def _metric_columns(metrics: Iterable[MetricRow] | pd.DataFrame) -> MetricColumns:
@@ -430,7 +465,7 @@ def _metric_columns(metrics: Iterable[MetricRow] | pd.DataFrame) -> MetricColumn
         rows = [(int(s), str(lay), int(d), str(q), _nan_to_null(v))
                 for s, lay, d, q, v in metrics]
         return tuple(map(list, zip(*rows, strict=True))) if rows else ([],) * 5
-    frame = metrics[METRIC_COLUMNS]
+    frame = metrics  # columns read one by one: selecting them first would copy the frame
     values = frame["value"].to_numpy(dtype=np.float64)
     value_list: list[float | None] = values.tolist()
     for i in np.flatnonzero(np.isnan(values)).tolist():
@@ -441,12 +476,28 @@ def _metric_columns(metrics: Iterable[MetricRow] | pd.DataFrame) -> MetricColumn
 
 
 def _insert_metrics(db: sqlite3.Connection, run_id: str, columns: MetricColumns) -> None:
-    """One ``executemany`` over tuples zipped from the columns (in the caller's transaction)."""
+    """One ``executemany`` over tuples zipped from the columns, and the run's span of
+    rowids (in the caller's transaction, so no other writer comes between)."""
+    n = len(columns[0])
+    before = _last_rowid(db)
     db.executemany(
         "INSERT INTO metrics (run_id, step, layer, depth, quantity, value) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        zip(itertools.repeat(run_id, len(columns[0])), *columns, strict=True),
+        zip(itertools.repeat(run_id, n), *columns, strict=True),
     )
+    if _last_rowid(db) == before + n:  # consecutive, as SQLite assigns them
+        _set_span(db, run_id, before + 1, before + n)
+    else:  # never seen; the run is then read by its run_id alone
+        db.execute("DELETE FROM metric_spans WHERE run_id = ?", (run_id,))
+
+
+def _last_rowid(db: sqlite3.Connection) -> int:
+    return db.execute("SELECT max(rowid) FROM metrics").fetchone()[0] or 0
+
+
+def _set_span(db: sqlite3.Connection, run_id: str, first: int, last: int) -> None:
+    db.execute("INSERT OR REPLACE INTO metric_spans (run_id, first, last) VALUES (?, ?, ?)",
+               (run_id, first, last))
 
 
 def _strings(column: pd.Series) -> list[str]:

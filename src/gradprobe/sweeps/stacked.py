@@ -72,6 +72,14 @@ class Segment:
     name: str  # catalogue name
     handler: H.ActivationHandler  # the probe's handler: phi' as the probe sees it
     entry: ActivationEntry  # its catalogue entry: the fast paths below
+    slope: float = field(init=False)  # a leaky ReLU's negative slope (else 0)
+    # forward, backward and phi' run as compiled passes (gradprobe.native.activations)
+    # that need only h = phi(z) and write where they are told
+    kernel: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slope = float(getattr(self.module, "negative_slope", 0.0))
+        self.kernel = activation_kernels.supports(self.name, self.slope)
 
     @property
     def saturation_levels(self) -> tuple[float, float]:
@@ -84,17 +92,6 @@ class Segment:
     def bounded(self) -> bool:
         """Whether saturation is measured."""
         return self.handler.output_range(self.module) is not None
-
-    @property
-    def kernel(self) -> bool:
-        """Forward, backward and phi' run as compiled passes (:mod:`gradprobe.native`)
-        that need only h = phi(z) and write where they are told."""
-        return activation_kernels.supports(self.name, self.slope)
-
-    @property
-    def slope(self) -> float:
-        """A leaky ReLU's negative slope (0 for every other activation)."""
-        return float(getattr(self.module, "negative_slope", 0.0))
 
     @property
     def backward_from_output(self) -> bool:
