@@ -7,10 +7,11 @@
  * from the pre-activations with torch.where. These kernels write where they are told.
  *
  * kind: 0 ReLU, 1 leaky ReLU (slope), 2 sigmoid. The forward is exact for the ReLUs (the
- * bias add is one float addition, as torch's) and within 2 ulp for the sigmoid
- * (tests/sweep/test_native_activations.py measures it against float64):
+ * bias add is one float addition, as torch's) and within 2.5 ulp for the sigmoid (2.25
+ * measured, mean 0.23; torch.sigmoid 2.47, mean 0.26: tests/sweep/test_native_activations.py
+ * measures against float64):
  *
- *   sigmoid x = 1 / (1 + e^-|x|) for x >= 0, else e^-|x| / (1 + e^-|x|), with
+ *   sigmoid x = 1 / (1 + e^-|x|) for x >= 0, else e^-|x| / (1 + e^-|x|) (one division), with
  *   e^-a = 2^k p(r) (k = round(-a / ln 2), |r| <= ln 2 / 2, p the degree-7 Taylor
  *   polynomial of e^r), 2^k applied in two halves so that results down to the subnormals
  *   are rounded once; a is clamped to 104, where e^-a is below half the least subnormal.
@@ -64,8 +65,7 @@ static inline float exp_minus(float a)
 static inline float sigmoid_one(float x)
 {
     float e = exp_minus(x < 0.0f ? -x : x);
-    float s = 1.0f / (1.0f + e);
-    float v = x >= 0.0f ? s : e * s;
+    float v = (x >= 0.0f ? 1.0f : e) / (1.0f + e);
     return x != x ? x : v;
 }
 
