@@ -121,6 +121,7 @@ def main() -> None:
                              "default)")
     parser.add_argument("--profile", action="store_true",
                         help="profile one more sweep and print its top functions")
+    parser.add_argument("--sort", default="cumulative", help="the profile's order (pstats)")
     args = parser.parse_args()
     print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}")
     default = torch.get_num_threads()
@@ -143,7 +144,8 @@ def main() -> None:
             profiler.enable()
             time_sweep(folder, "profiled", args.steps)
             profiler.disable()
-            pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "cumulative")).print_stats(int(os.environ.get("TOP", "40")))
+            stats = pstats.Stats(profiler).sort_stats(args.sort)
+            stats.print_stats(40)
     sweep_s = statistics.median(times["sweep"])
     print(f"median: sweep {sweep_s:.2f} s (gp.sweep's thread policy, torch default "
           f"{default}); load average at end {os.getloadavg()[0]:.2f}")
