@@ -166,7 +166,10 @@ class Store:
                             "or pick another with --store)")
         try:
             if writable:
-                self._db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+                # a sweep writes from its writer thread (gradprobe.sweeps.writer), one
+                # thread at a time; sqlite3 serialises calls on a connection itself
+                self._db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None,
+                                           check_same_thread=False)
             else:
                 uri = f"file:{self.path.absolute()}?mode=ro"
                 self._db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
