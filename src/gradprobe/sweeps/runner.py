@@ -4,8 +4,9 @@ The driver (this process) alone writes the store: each finished configuration is
 :meth:`Store.write_run` transaction, keyed by ``(sweep name, config key)``, written on a
 background thread while training goes on (:mod:`gradprobe.sweeps.writer`). So an
 interrupted sweep (Ctrl-C, ``kill -9``) keeps every configuration it stored (Ctrl-C: every
-one it finished), and ``resume=True`` trains only the ones that are missing. Without ``resume``, a sweep whose
-name already has runs in the store is refused: resume it or give it a new name.
+one it finished), and ``resume=True`` trains only the ones that are missing. Without
+``resume``, a sweep whose name already has runs in the store is refused: resume it or give
+it a new name.
 
 Example:
     >>> import gradprobe as gp

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -96,7 +97,7 @@ class StoreWriter:
         if exc_type is None:
             self.close()
             return
-        try:  # training failed or was interrupted: keep what finished, raise the original
+        # training failed or was interrupted: keep what finished, raise the original (the
+        # writer's own error, if any, is secondary)
+        with contextlib.suppress(BaseException):
             self.close()
-        except BaseException:  # noqa: BLE001 -- the writer's own error is secondary here
-            pass
