@@ -146,6 +146,8 @@ def main() -> None:
             profiler.disable()
             stats = pstats.Stats(profiler).sort_stats(args.sort)
             stats.print_stats(40)
+    if not args.rounds:
+        return
     sweep_s = statistics.median(times["sweep"])
     print(f"median: sweep {sweep_s:.2f} s (gp.sweep's thread policy, torch default "
           f"{default}); load average at end {os.getloadavg()[0]:.2f}")
