@@ -13,7 +13,9 @@ networks, interleaved round by round in one process (the order alternates):
   faster choice for this small model, and torch's default).
 
 Prints each round, the medians, the speedup against each loop and ``speedup X`` against
-the fastest loop (target >= 4 on both CPUs); ``--profile`` profiles one more sweep.
+the fastest loop (target >= 4 on both CPUs); ``--torch-activations`` also times the sweep
+without the compiled ReLU / leaky ReLU / sigmoid kernels; ``--profile`` profiles one more
+sweep.
 
     python benchmarks/sweep_mixed.py --rounds 5
     OMP_NUM_THREADS=1 python benchmarks/sweep_mixed.py --loop-threads 1   # one core
@@ -36,6 +38,7 @@ from torch.nn import functional as F
 
 import gradprobe as gp
 from gradprobe.data import Dataset, load_data
+from gradprobe.native import activations as activation_kernels
 from gradprobe.nets.plain import build
 from gradprobe.spec import ExperimentSpec
 from gradprobe.sweeps.grid import expand
@@ -58,11 +61,18 @@ def sweep_spec(name: str, steps: int) -> dict:
     }
 
 
-def time_sweep(folder: Path, label: str, steps: int) -> float:
-    """Wall seconds of one ``gp.sweep`` into a new store file."""
-    start = time.perf_counter()
-    frame = gp.sweep(sweep_spec("mixed", steps), store=folder / f"{label}.sqlite")
-    took = time.perf_counter() - start
+def time_sweep(folder: Path, label: str, steps: int, kernels: bool = True) -> float:
+    """Wall seconds of one ``gp.sweep`` into a new store file; ``kernels=False``: ReLU,
+    leaky ReLU and sigmoid through torch's ops, as before their compiled kernels."""
+    saved = activation_kernels.supports
+    if not kernels:
+        activation_kernels.supports = lambda name, slope=0.0: False
+    try:
+        start = time.perf_counter()
+        frame = gp.sweep(sweep_spec("mixed", steps), store=folder / f"{label}.sqlite")
+        took = time.perf_counter() - start
+    finally:
+        activation_kernels.supports = saved
     assert (frame["status"] != "missing").all()
     return took
 
@@ -122,12 +132,16 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="profile one more sweep and print its top functions")
     parser.add_argument("--sort", default="cumulative", help="the profile's order (pstats)")
+    parser.add_argument("--torch-activations", action="store_true",
+                        help="also time the sweep with ReLU, leaky ReLU and sigmoid through "
+                             "torch's ops (no compiled kernels)")
     args = parser.parse_args()
     print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}")
     default = torch.get_num_threads()
     loops = {f"loop, {n or default} thread{'s' if (n or default) > 1 else ''}": n or default
              for n in args.loop_threads}
-    times: dict[str, list[float]] = {"sweep": [], **{k: [] for k in loops}}
+    sweeps = ["sweep"] + (["sweep, torch act."] if args.torch_activations else [])
+    times: dict[str, list[float]] = {**{k: [] for k in sweeps}, **{k: [] for k in loops}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         time_sweep(folder, "warmup", 2)  # data, kernels, imports
@@ -135,8 +149,9 @@ def main() -> None:
         for r in range(args.rounds):
             order = list(times) if r % 2 == 0 else list(times)[::-1]
             for label in order:
-                took = (time_sweep(folder, f"r{r}", args.steps) if label == "sweep"
-                        else time_loop(args.steps, loops[label]))
+                took = (time_loop(args.steps, loops[label]) if label in loops
+                        else time_sweep(folder, f"r{r}{len(label)}", args.steps,
+                                        kernels=label == "sweep"))
                 times[label].append(took)
                 print(f"round {r} {label:17s} {took:6.2f} s", flush=True)
         if args.profile:
@@ -151,6 +166,10 @@ def main() -> None:
     sweep_s = statistics.median(times["sweep"])
     print(f"median: sweep {sweep_s:.2f} s (gp.sweep's thread policy, torch default "
           f"{default}); load average at end {os.getloadavg()[0]:.2f}")
+    if args.torch_activations:
+        torch_s = statistics.median(times["sweep, torch act."])
+        print(f"median: sweep with torch's activations {torch_s:.2f} s: the kernels' "
+              f"speedup {torch_s / sweep_s:.2f}")
     for label in loops:
         loop_s = statistics.median(times[label])
         print(f"median: {label} {loop_s:.2f} s: speedup {loop_s / sweep_s:.2f}")
