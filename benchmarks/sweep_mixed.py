@@ -61,15 +61,18 @@ def sweep_spec(name: str, steps: int) -> dict:
     }
 
 
-def time_sweep(folder: Path, label: str, steps: int, kernels: bool = True) -> float:
+def time_sweep(folder: Path, label: str, steps: int, kernels: bool = True,
+               threads: int | None = None) -> float:
     """Wall seconds of one ``gp.sweep`` into a new store file; ``kernels=False``: ReLU,
-    leaky ReLU and sigmoid through torch's ops, as before their compiled kernels."""
+    leaky ReLU and sigmoid through torch's ops, as before their compiled kernels;
+    ``threads``: gp.sweep's (None: its thread policy)."""
     saved = activation_kernels.supports
     if not kernels:
         activation_kernels.supports = lambda name, slope=0.0: False
     try:
         start = time.perf_counter()
-        frame = gp.sweep(sweep_spec("mixed", steps), store=folder / f"{label}.sqlite")
+        frame = gp.sweep(sweep_spec("mixed", steps), store=folder / f"{label}.sqlite",
+                         threads=threads)
         took = time.perf_counter() - start
     finally:
         activation_kernels.supports = saved
@@ -132,6 +135,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="profile one more sweep and print its top functions")
     parser.add_argument("--sort", default="cumulative", help="the profile's order (pstats)")
+    parser.add_argument("--one-thread", action="store_true",
+                        help="also time the sweep with threads=1 (the policy's choice aside)")
     parser.add_argument("--torch-activations", action="store_true",
                         help="also time the sweep with ReLU, leaky ReLU and sigmoid through "
                              "torch's ops (no compiled kernels)")
@@ -140,7 +145,8 @@ def main() -> None:
     default = torch.get_num_threads()
     loops = {f"loop, {n or default} thread{'s' if (n or default) > 1 else ''}": n or default
              for n in args.loop_threads}
-    sweeps = ["sweep"] + (["sweep, torch act."] if args.torch_activations else [])
+    sweeps = (["sweep"] + (["sweep, 1 thread"] if args.one_thread else [])
+              + (["sweep, torch act."] if args.torch_activations else []))
     times: dict[str, list[float]] = {**{k: [] for k in sweeps}, **{k: [] for k in loops}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -151,7 +157,8 @@ def main() -> None:
             for label in order:
                 took = (time_loop(args.steps, loops[label]) if label in loops
                         else time_sweep(folder, f"r{r}{len(label)}", args.steps,
-                                        kernels=label == "sweep"))
+                                        kernels="torch" not in label,
+                                        threads=1 if "1 thread" in label else None))
                 times[label].append(took)
                 print(f"round {r} {label:17s} {took:6.2f} s", flush=True)
         if args.profile:
@@ -166,10 +173,11 @@ def main() -> None:
     sweep_s = statistics.median(times["sweep"])
     print(f"median: sweep {sweep_s:.2f} s (gp.sweep's thread policy, torch default "
           f"{default}); load average at end {os.getloadavg()[0]:.2f}")
-    if args.torch_activations:
-        torch_s = statistics.median(times["sweep, torch act."])
-        print(f"median: sweep with torch's activations {torch_s:.2f} s: the kernels' "
-              f"speedup {torch_s / sweep_s:.2f}")
+    for label in sweeps[1:]:
+        other = statistics.median(times[label])
+        print(f"median: {label} {other:.2f} s: sweep / this {sweep_s / other:.2f}")
+    print(f"best round: sweep {min(times['sweep']):.2f} s, loop "
+          f"{min(min(times[k]) for k in loops):.2f} s")
     for label in loops:
         loop_s = statistics.median(times[label])
         print(f"median: {label} {loop_s:.2f} s: speedup {loop_s / sweep_s:.2f}")
