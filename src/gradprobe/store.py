@@ -9,11 +9,9 @@ Tables::
     metric_spans(run_id, first, last)
 
 Network-level metrics (loss, accuracy) have ``layer = ''`` and ``depth = 0``. A run's
-metrics are written by one statement in one transaction, so they take consecutive rowids;
-``metric_spans`` records that range, and a run's metrics are read by it (a range scan of
-the table itself). This replaces a per-row index on ``metrics(run_id, quantity)``, which
-cost about half of each row's insert. Stores made before the spans keep their index, and
-their runs are read through it.
+metrics take consecutive rowids (one statement, one transaction): ``metric_spans`` records
+the range, which a run is read by, instead of a per-row index on ``metrics(run_id,
+quantity)`` that cost half of each insert (older stores keep theirs and are read by it).
 
 Crash safety: a run is registered as ``running`` in one transaction, and its metrics and its
 final status are written together in another, so a run killed mid-way can never be marked
@@ -166,8 +164,7 @@ class Store:
                             "or pick another with --store)")
         try:
             if writable:
-                # a sweep writes from its writer thread (gradprobe.sweeps.writer), one
-                # thread at a time; sqlite3 serialises calls on a connection itself
+                # a sweep writes on its writer thread (gradprobe.sweeps.writer)
                 self._db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None,
                                            check_same_thread=False)
             else:
@@ -235,7 +232,7 @@ class Store:
             raise ValueError(f"status must be one of {RUN_STATUSES}")
         summary = summary or {}
         columns = _metric_columns(metrics)
-        with _sqlite_errors(self.path, "write to"), _transaction(self._db, bulk=True):
+        with _sqlite_errors(self.path, "write to"), _transaction(self._db):
             created = self._db.execute(
                 "SELECT created_at FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
@@ -273,7 +270,7 @@ class Store:
         summary = summary or {}
         columns = _metric_columns(metrics)
         now = time.time()
-        with _sqlite_errors(self.path, "write to"), _transaction(self._db, bulk=True):
+        with _sqlite_errors(self.path, "write to"), _transaction(self._db):
             if sweep is not None and config_key is not None:
                 found = self._db.execute(
                     "SELECT id FROM runs WHERE sweep = ? AND config_key = ?", (sweep, config_key)
@@ -383,7 +380,6 @@ class Store:
         ).fetchall()
         return {r[0] for r in rows}
 
-
     def claim_sweep(self, sweep: str) -> None:
         """Mark ``sweep`` as running in this process; refuse if a live process holds it.
 
@@ -426,35 +422,16 @@ def _alive(host: str, pid: int) -> bool:
 
 
 class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (Ctrl-C included).
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (Ctrl-C included)."""
 
-    ``bulk=True``: foreign keys are not checked inside (SQLite would look up the run for
-    every metric row); only for transactions that write a run's own rows after inserting
-    or finding the run itself, in the same transaction.
-    """
-
-    def __init__(self, db: sqlite3.Connection, bulk: bool = False) -> None:
+    def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
-        self.bulk = bulk
 
     def __enter__(self) -> None:
-        if self.bulk:  # a no-op inside a transaction: switched before BEGIN
-            self.db.execute("PRAGMA foreign_keys = OFF")
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._checks_on()
-            raise
+        self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        try:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-        finally:
-            self._checks_on()
-
-    def _checks_on(self) -> None:
-        if self.bulk:
-            self.db.execute("PRAGMA foreign_keys = ON")
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def _metric_columns(metrics: Iterable[MetricRow] | pd.DataFrame) -> MetricColumns:
@@ -468,7 +445,7 @@ def _metric_columns(metrics: Iterable[MetricRow] | pd.DataFrame) -> MetricColumn
         rows = [(int(s), str(lay), int(d), str(q), _nan_to_null(v))
                 for s, lay, d, q, v in metrics]
         return tuple(map(list, zip(*rows, strict=True))) if rows else ([],) * 5
-    frame = metrics  # columns read one by one: selecting them first would copy the frame
+    frame = metrics  # columns read one by one (selecting them first copies the frame)
     values = frame["value"].to_numpy(dtype=np.float64)
     value_list: list[float | None] = values.tolist()
     for i in np.flatnonzero(np.isnan(values)).tolist():
@@ -481,8 +458,7 @@ def _metric_columns(metrics: Iterable[MetricRow] | pd.DataFrame) -> MetricColumn
 def _insert_metrics(db: sqlite3.Connection, run_id: str, columns: MetricColumns) -> None:
     """One ``executemany`` over tuples zipped from the columns, and the run's span of
     rowids (in the caller's transaction, so no other writer comes between)."""
-    n = len(columns[0])
-    before = _last_rowid(db)
+    before, n = _last_rowid(db), len(columns[0])
     db.executemany(
         "INSERT INTO metrics (run_id, step, layer, depth, quantity, value) "
         "VALUES (?, ?, ?, ?, ?, ?)",
@@ -490,12 +466,12 @@ def _insert_metrics(db: sqlite3.Connection, run_id: str, columns: MetricColumns)
     )
     if _last_rowid(db) == before + n:  # consecutive, as SQLite assigns them
         _set_span(db, run_id, before + 1, before + n)
-    else:  # never seen; the run is then read by its run_id alone
+    else:  # never seen: read by run_id alone
         db.execute("DELETE FROM metric_spans WHERE run_id = ?", (run_id,))
 
 
 def _last_rowid(db: sqlite3.Connection) -> int:
-    return db.execute("SELECT max(rowid) FROM metrics").fetchone()[0] or 0
+    return db.execute("SELECT max(rowid) FROM metrics").fetchone()[0] or 0  # 0: empty
 
 
 def _set_span(db: sqlite3.Connection, run_id: str, first: int, last: int) -> None:
