@@ -32,26 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sweep_mixed import sweep_spec  # the issue's case (this folder)
 
 import gradprobe as gp
 from gradprobe.sweeps import runner as runner_module
 from gradprobe.sweeps import writer as writer_module
-
-ACTIVATIONS = ["sigmoid", "tanh", "relu", "leaky_relu"]
-INITS = ["xavier_normal", "he_normal", "orthogonal", {"name": "normal", "sigma_w2": 1.5}]
-
-
-def sweep_spec(name: str, steps: int) -> dict:
-    """The issue's case."""
-    return {
-        "name": name,
-        "base": {"net": {"kind": "mlp", "depth": 10, "width": 64},
-                 "data": {"name": "digits"},
-                 "train": {"optimizer": "sgd", "lr": 0.05, "steps": steps,
-                           "batch_size": 128}},
-        "grid": {"net.activation": ACTIVATIONS, "net.init": INITS,
-                 "train.seed": [0, 1, 2, 3]},
-    }
 
 
 class Timers:

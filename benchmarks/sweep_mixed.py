@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
-import platform
 import pstats
 import statistics
 import tempfile
@@ -34,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from sweep_throughput import machine  # this folder
 from torch.nn import functional as F
 
 import gradprobe as gp
@@ -115,16 +115,6 @@ def plain_run(spec: ExperimentSpec, data: Dataset) -> float:
         return float((model(data.x_test).argmax(1) == data.y_test).float().mean())
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -141,7 +131,7 @@ def main() -> None:
                         help="also time the sweep with ReLU, leaky ReLU and sigmoid through "
                              "torch's ops (no compiled kernels)")
     args = parser.parse_args()
-    print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}")
+    print(f"machine: {machine('cpu')}; load average at start {os.getloadavg()[0]:.2f}")
     default = torch.get_num_threads()
     loops = {f"loop, {n or default} thread{'s' if (n or default) > 1 else ''}": n or default
              for n in args.loop_threads}

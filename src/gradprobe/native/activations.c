@@ -146,46 +146,32 @@ void gradprobe_bias_act_f32(float *z, const float *bias, float *h, int64_t group
     }
 }
 
-static inline __attribute__((always_inline)) void backward_span(
-    float *restrict g, const float *restrict h, int64_t n, int kind, float slope)
+/* From h = phi(z): io = io * phi'(z) (grad: the backward, in place) or io = phi'(z). */
+static inline __attribute__((always_inline)) void from_output_span(
+    const float *restrict h, float *restrict io, int64_t n, int kind, float slope, int grad)
 {
-    for (int64_t i = 0; i < n; ++i)
-        g[i] = act_grad(g[i], h[i], kind, slope);
-}
-
-static inline __attribute__((always_inline)) void dphi_span(
-    const float *restrict h, float *restrict out, int64_t n, int kind, float slope)
-{
-    for (int64_t i = 0; i < n; ++i)
-        out[i] = act_dphi(h[i], kind, slope);
-}
-
-#define ACT_BLOCK 4096 /* elements per task of the flat kernels */
-
-/* g[i] *= phi'(z[i]) from h[i] = phi(z[i]), i < n, in place; g and h do not overlap. */
-void gradprobe_act_backward_f32(float *g, const float *h, int64_t n, int kind, float slope,
-                                int threads)
-{
-    int64_t tasks = (n + ACT_BLOCK - 1) / ACT_BLOCK;
-#pragma omp parallel for schedule(static) num_threads(threads) if (n >= ACT_PARALLEL_MIN)
-    for (int64_t t = 0; t < tasks; ++t) {
-        int64_t lo = t * ACT_BLOCK, len = n - lo < ACT_BLOCK ? n - lo : ACT_BLOCK;
-#define ACT_BACK(k) backward_span(g + lo, h + lo, len, k, slope)
-        ACT_DISPATCH(kind, ACT_BACK)
-#undef ACT_BACK
+    if (grad) {
+        for (int64_t i = 0; i < n; ++i)
+            io[i] = act_grad(io[i], h[i], kind, slope);
+    } else {
+        for (int64_t i = 0; i < n; ++i)
+            io[i] = act_dphi(h[i], kind, slope);
     }
 }
 
-/* out[i] = phi'(z[i]) from h[i] = phi(z[i]), i < n; out and h do not overlap. */
-void gradprobe_act_dphi_f32(const float *h, float *out, int64_t n, int kind, float slope,
-                            int threads)
+#define ACT_BLOCK 4096 /* elements per task */
+
+/* For i < n, from h[i] = phi(z[i]): grad != 0: io[i] *= phi'(z[i]) (the backward, io being
+ * dL/dh), else io[i] = phi'(z[i]). io and h do not overlap. Up to `threads` OpenMP threads. */
+void gradprobe_act_from_output_f32(const float *h, float *io, int64_t n, int kind,
+                                   float slope, int grad, int threads)
 {
     int64_t tasks = (n + ACT_BLOCK - 1) / ACT_BLOCK;
 #pragma omp parallel for schedule(static) num_threads(threads) if (n >= ACT_PARALLEL_MIN)
     for (int64_t t = 0; t < tasks; ++t) {
         int64_t lo = t * ACT_BLOCK, len = n - lo < ACT_BLOCK ? n - lo : ACT_BLOCK;
-#define ACT_DPHI(k) dphi_span(h + lo, out + lo, len, k, slope)
-        ACT_DISPATCH(kind, ACT_DPHI)
-#undef ACT_DPHI
+#define ACT_SPAN(k) from_output_span(h + lo, io + lo, len, k, slope, grad)
+        ACT_DISPATCH(kind, ACT_SPAN)
+#undef ACT_SPAN
     }
 }

@@ -88,8 +88,8 @@ def act_backward(name: str, g: torch.Tensor, h: torch.Tensor, slope: float = 0.0
         if name == "sigmoid":
             return torch.ops.aten.sigmoid_backward.grad_input(g, h, grad_input=g)
         return g.copy_(torch.where(h > 0, g, g * slope if name == "leaky_relu" else 0.0))
-    lib.gradprobe_act_backward_f32(g.data_ptr(), h.data_ptr(), g.numel(), KINDS[name], slope,
-                                   torch.get_num_threads())
+    lib.gradprobe_act_from_output_f32(h.data_ptr(), g.data_ptr(), g.numel(), KINDS[name],
+                                      slope, 1, torch.get_num_threads())
     return g
 
 
@@ -104,8 +104,8 @@ def act_dphi(name: str, h: torch.Tensor, out: torch.Tensor, slope: float = 0.0
     lib = _lib(name, slope) if _fits(h, None) and _fits(out, None, apart=h) else None
     if lib is None:
         return out.copy_(_torch_dphi(name, h, slope))
-    lib.gradprobe_act_dphi_f32(h.data_ptr(), out.data_ptr(), h.numel(), KINDS[name], slope,
-                               torch.get_num_threads())
+    lib.gradprobe_act_from_output_f32(h.data_ptr(), out.data_ptr(), h.numel(), KINDS[name],
+                                      slope, 0, torch.get_num_threads())
     return out
 
 
@@ -138,10 +138,9 @@ def _lib(name: str, slope: float) -> ctypes.CDLL | None:
                                        ctypes.c_float)
         lib.gradprobe_bias_act_f32.argtypes = [pointer, pointer, pointer, size, size, size,
                                                kind, number, kind]
-        for fn in (lib.gradprobe_act_backward_f32, lib.gradprobe_act_dphi_f32):
-            fn.argtypes = [pointer, pointer, size, kind, number, kind]
-        for fn in (lib.gradprobe_bias_act_f32, lib.gradprobe_act_backward_f32,
-                   lib.gradprobe_act_dphi_f32):
+        lib.gradprobe_act_from_output_f32.argtypes = [pointer, pointer, size, kind, number,
+                                                      kind, kind]
+        for fn in (lib.gradprobe_bias_act_f32, lib.gradprobe_act_from_output_f32):
             fn.restype = None
         _ready.add(id(lib))
     return lib
