@@ -106,6 +106,33 @@ def test_interrupted_training_keeps_what_finished_and_raises_the_interrupt() -> 
     assert written == [0, 1]
 
 
+def test_ctrl_c_while_waiting_finishes_the_job_in_hand_and_drops_the_rest(monkeypatch):
+    started, release = threading.Event(), threading.Event()
+    written: list[int] = []
+
+    def write(job: int) -> int:
+        started.set()
+        release.wait(timeout=30)
+        return job
+
+    writer = StoreWriter(write, written.append)
+    for job in range(4):
+        writer.submit(job)
+    started.wait(timeout=30)  # job 0 is being written
+    real_join = threading.Thread.join
+
+    def interrupted_join(thread, timeout=None):
+        if timeout is not None:  # the waiting loop: Ctrl-C arrives here
+            raise KeyboardInterrupt
+        release.set()  # the wait for the job in hand, after the rest was given up
+        return real_join(thread)
+
+    monkeypatch.setattr(threading.Thread, "join", interrupted_join)
+    with pytest.raises(KeyboardInterrupt):
+        writer.close()
+    assert written == [0]  # finished, never cut; 1 to 3 given up
+
+
 def test_a_failing_callback_raises_in_the_driver_with_the_runs_before_it_kept(tmp_path) -> None:
     calls: list[dict] = []
 

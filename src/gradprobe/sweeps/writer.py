@@ -9,8 +9,9 @@ kernels do, so the writes mostly overlap training instead of following it.
 
 The driver waits for every submitted configuration before it reads the store or returns
 (:meth:`StoreWriter.close`), also after Ctrl-C or an error in training: finished work is
-kept. A killed process loses only what was still queued, never half a configuration, and
-``resume`` trains those again. An error inside the writer (a full disk, or ``on_stored``
+kept (a second Ctrl-C while it waits gives up what is still queued). A killed process
+loses only what was still queued, never half a configuration, and ``resume`` trains those
+again. An error inside the writer (a full disk, or ``on_stored``
 raising) stops it: nothing more is written, and the error is raised in the driver at its
 next :meth:`~StoreWriter.submit` or at :meth:`~StoreWriter.close`.
 
@@ -50,6 +51,7 @@ class StoreWriter:
         self._error: BaseException | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._abandoned = False  # set by a Ctrl-C during close: stop after the job in hand
         if self.background:
             self._thread = threading.Thread(target=self._work, name="gradprobe-store-writer",
                                             daemon=True)
@@ -66,20 +68,26 @@ class StoreWriter:
 
     def close(self) -> None:
         """Wait until every queued job is written (or the writer failed), then stop; raises
-        the writer's error. Waits in short slices, so Ctrl-C still interrupts it."""
-        if self._thread is not None:
+        the writer's error. Ctrl-C while waiting gives up the jobs not begun: the one being
+        written is finished (its transaction is never cut), then the interrupt goes on."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
             self._queue.put(_DONE)
-            while self._thread.is_alive():
-                self._thread.join(timeout=0.05)
-            self._thread = None
+            try:
+                while thread.is_alive():
+                    thread.join(timeout=0.05)
+            except BaseException:
+                self._abandoned = True
+                thread.join()
+                raise
         self._raise()
 
     def _work(self) -> None:
         while True:
             job = self._queue.get()
-            if job is _DONE or self._error is not None:
-                if job is _DONE:
-                    return
+            if job is _DONE or self._abandoned:
+                return
+            if self._error is not None:
                 continue  # failed: drain without writing, until told to stop
             try:
                 self.on_stored(self.write(job))
