@@ -139,6 +139,21 @@ def test_metrics_are_read_by_their_span_of_rowids(store_path):
         assert db.metrics(written, quantity="q2")["step"].tolist() == list(range(7))
 
 
+def test_a_run_written_in_pieces_reads_every_piece(store_path):
+    with Store(store_path) as db:
+        run_id = db.begin_run("a", {})
+        db.finish_run(run_id, "complete", _rows(1, 3))
+        db.finish_run(run_id, "complete", _rows(2, 2))  # adjacent: one longer span
+        assert db._db.execute("SELECT last - first + 1 FROM metric_spans WHERE run_id = ?",
+                              (run_id,)).fetchone() == (5,)
+        other = db.write_run("b", {}, "complete", _rows(3, 4))
+        db.finish_run(run_id, "complete", _rows(4, 2))  # after another run's rows
+        for run in (run_id, other):
+            frame = db.metrics(run)
+            assert list(frame.itertuples(index=False, name=None)) == _by_run_id(db, run)
+        assert len(db.metrics(run_id)) == 7
+
+
 def test_a_store_without_spans_is_read_through_its_index(tmp_path):
     """A store written before metric_spans: metrics indexed by (run_id, quantity)."""
     import sqlite3

@@ -82,8 +82,7 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 CREATE TABLE IF NOT EXISTS metric_spans (
     run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
-    first INTEGER NOT NULL,
-    last INTEGER NOT NULL
+    first INTEGER NOT NULL, last INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sweep_claims (
     sweep TEXT PRIMARY KEY,
@@ -303,18 +302,10 @@ class Store:
 
     def runs(self, sweep: str | None = None, status: str | None = None) -> pd.DataFrame:
         """All runs (newest last) as a DataFrame, optionally of one sweep or status."""
-        query = "SELECT * FROM runs"
-        where, args = [], []
-        if sweep is not None:
-            where.append("sweep = ?")
-            args.append(sweep)
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY created_at, rowid"
-        return pd.read_sql_query(query, self._db, params=args)
+        given = [(c, v) for c, v in (("sweep", sweep), ("status", status)) if v is not None]
+        query = "SELECT * FROM runs" + (" WHERE " if given else "")
+        query += " AND ".join(f"{c} = ?" for c, _ in given) + " ORDER BY created_at, rowid"
+        return pd.read_sql_query(query, self._db, params=[v for _, v in given])
 
     def resolve(self, run: str) -> str:
         """A full run id from an id, a unique id prefix, or a run name (latest wins)."""
@@ -457,16 +448,21 @@ def _metric_columns(metrics: Iterable[MetricRow] | pd.DataFrame) -> MetricColumn
 
 def _insert_metrics(db: sqlite3.Connection, run_id: str, columns: MetricColumns) -> None:
     """One ``executemany`` over tuples zipped from the columns, and the run's span of
-    rowids (in the caller's transaction, so no other writer comes between)."""
+    rowids (in the caller's transaction, so no other writer comes between). Rows added to
+    a run that has some keep one span only if they follow on; else it is read by run_id."""
     before, n = _last_rowid(db), len(columns[0])
     db.executemany(
         "INSERT INTO metrics (run_id, step, layer, depth, quantity, value) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         zip(itertools.repeat(run_id, n), *columns, strict=True),
     )
-    if _last_rowid(db) == before + n:  # consecutive, as SQLite assigns them
-        _set_span(db, run_id, before + 1, before + n)
-    else:  # never seen: read by run_id alone
+    held = db.execute("SELECT first, last FROM metric_spans WHERE run_id = ?",
+                      (run_id,)).fetchone()
+    first = before + 1 if held is None or held[1] < held[0] else held[0]
+    adjacent = held is None or held[1] < held[0] or held[1] == before
+    if adjacent and _last_rowid(db) == before + n:  # consecutive, as SQLite assigns them
+        _set_span(db, run_id, first, before + n)
+    else:
         db.execute("DELETE FROM metric_spans WHERE run_id = ?", (run_id,))
 
 
