@@ -1,29 +1,29 @@
 """Store writes as a share of sweep time (issue 16: at most 5 %).
 
 The case: 4 activations x 4 inits x 4 seeds (64 configurations), MLP depth 10 width 64 on
-digits, 50 SGD steps, through the public ``gp.sweep`` into a SQLite store file. The time
-spent inside :meth:`Store.write_run` is measured around the call, so it covers turning the
-metrics into rows, the inserts and the commit.
+digits, 50 SGD steps, through the public ``gp.sweep`` into a SQLite store file. Three ways
+of storing, interleaved round by round in one run (the order alternates):
 
-Two store paths, interleaved round by round in one run:
+* ``background``: the sweep as it is: each finished configuration goes to the store
+  writer's thread (:mod:`gradprobe.sweeps.writer`) while the engine builds the next
+  results or trains the next group;
+* ``inline``: the same writes on the driver's thread as each configuration is submitted
+  (``gradprobe.sweeps.writer.BACKGROUND = False``), as before the writer thread;
+* ``none``: nothing stored (the runner's write replaced by a stub): the sweep's time
+  without the store, for the difference.
 
-* ``legacy``: the store's metric path before issue 16, kept here callable: the DataFrame
-  iterated row by row, every cell through a Python ``int()``/``str()``/``float()`` call,
-  then a generator of ``(run_id, *row)`` tuples into ``executemany``;
-* ``vectorised``: the store's own path (:func:`gradprobe.store._metric_columns`: columns
-  converted by numpy ``tolist``, zipped into ``executemany``).
+Per sweep it measures the time inside :meth:`Store.write_run` (row building, inserts,
+commit: the store's work, on whichever thread) and the time the driver waits for the
+store: the whole write for ``inline``, and for ``background`` the wait in
+:meth:`StoreWriter.close` for what was not written yet. The share of sweep time is that
+wait over the sweep's wall time; the difference against ``none`` is printed beside it.
 
-Both write each configuration in one transaction, through the same ``Store.write_run``.
-
-Prints the share of sweep time spent storing for each path, and the ratio.
-
-    OMP_NUM_THREADS=1 python benchmarks/store_writes.py --rounds 3
+    python benchmarks/store_writes.py --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import statistics
 import tempfile
@@ -31,104 +31,93 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import torch
+from sweep_mixed import sweep_spec  # the issue's case (this folder)
 
 import gradprobe as gp
-from gradprobe import store as store_module
-
-COLUMNS = ["step", "layer", "depth", "quantity", "value"]
-
-
-def legacy_metric_rows(metrics: Any) -> list[tuple]:
-    """The row builder before issue 16 (one Python conversion per cell)."""
-    def cell(value: Any) -> float | None:
-        value = float(value)
-        return None if math.isnan(value) else value
-
-    if isinstance(metrics, pd.DataFrame):
-        source = metrics[COLUMNS].itertuples(index=False, name=None)
-    else:
-        source = metrics
-    return [(int(s), str(lay), int(d), str(q), cell(v)) for s, lay, d, q, v in source]
+from gradprobe.sweeps import runner as runner_module
+from gradprobe.sweeps import writer as writer_module
 
 
-def legacy_insert(db: Any, run_id: str, rows: list[tuple]) -> None:
-    """The insert before issue 16: a generator of ``(run_id, *row)`` tuples."""
-    db.executemany(
-        "INSERT INTO metrics (run_id, step, layer, depth, quantity, value) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        ((run_id, *row) for row in rows),
-    )
+class Timers:
+    """Patches in place for one sweep: time inside write_run, and the driver's wait."""
+
+    def __init__(self, variant: str) -> None:
+        self.variant = variant
+        self.work = 0.0
+        self.wait = 0.0
+
+    def __enter__(self) -> Timers:
+        self.saved = (gp.Store.write_run, writer_module.StoreWriter.close,
+                      writer_module.BACKGROUND, runner_module._write)
+        write_run, close, _, write = self.saved
+
+        def timed_write_run(store: gp.Store, *args: Any, **kwargs: Any) -> str:
+            start = time.perf_counter()
+            try:
+                return write_run(store, *args, **kwargs)
+            finally:
+                self.work += time.perf_counter() - start
+
+        def timed_close(writer: writer_module.StoreWriter) -> None:
+            start = time.perf_counter()
+            try:
+                close(writer)
+            finally:
+                self.wait += time.perf_counter() - start
+
+        gp.Store.write_run = timed_write_run  # type: ignore[method-assign]
+        writer_module.StoreWriter.close = timed_close  # type: ignore[method-assign]
+        writer_module.BACKGROUND = self.variant == "background"
+        if self.variant == "none":
+            runner_module._write = lambda db, name, config, outcome: {"run_id": None}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        (gp.Store.write_run, writer_module.StoreWriter.close, writer_module.BACKGROUND,
+         runner_module._write) = self.saved
+        if self.variant == "inline":  # every write happened on the driver's thread
+            self.wait += self.work
 
 
-LEGACY = (legacy_metric_rows, legacy_insert)
-VECTORISED = (store_module._metric_columns, store_module._insert_metrics)
-
-
-def sweep_spec(name: str, steps: int) -> dict:
-    """The issue's case."""
-    return {
-        "name": name,
-        "base": {"net": {"kind": "mlp", "depth": 10, "width": 64},
-                 "data": {"name": "digits"},
-                 "train": {"optimizer": "sgd", "lr": 0.05, "steps": steps,
-                           "batch_size": 128}},
-        "grid": {"net.activation": ["sigmoid", "tanh", "relu", "leaky_relu"],
-                 "net.init": ["xavier_normal", "he_normal", "orthogonal",
-                              {"name": "normal", "sigma_w2": 1.5}],
-                 "train.seed": [0, 1, 2, 3]},
-    }
-
-
-def timed_sweep(path: Path, name: str, steps: int, path_fns: tuple) -> tuple[float, float]:
-    """(sweep seconds, seconds inside write_run) for one sweep through ``path_fns``."""
-    spent = [0.0]
-    original_write = gp.Store.write_run
-
-    def write_run(self: gp.Store, *args: Any, **kwargs: Any) -> str:
+def timed_sweep(path: Path, steps: int, variant: str) -> tuple[float, float, float]:
+    """(sweep seconds, seconds inside write_run, seconds the driver waited for the store)."""
+    with Timers(variant) as timers:
         start = time.perf_counter()
-        try:
-            return original_write(self, *args, **kwargs)
-        finally:
-            spent[0] += time.perf_counter() - start
-
-    gp.Store.write_run = write_run  # type: ignore[method-assign]
-    store_module._metric_columns, store_module._insert_metrics = path_fns
-    try:
-        start = time.perf_counter()
-        gp.sweep(sweep_spec(name, steps), store=path)
+        gp.sweep(sweep_spec("case", steps), store=path)
         total = time.perf_counter() - start
-    finally:
-        gp.Store.write_run = original_write  # type: ignore[method-assign]
-        store_module._metric_columns, store_module._insert_metrics = VECTORISED
-    return total, spent[0]
+    return total, timers.work, timers.wait
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
-    import torch
-
-    paths = {"legacy": LEGACY, "vectorised": VECTORISED}
-    shares: dict[str, list[float]] = {k: [] for k in paths}
+    variants = ["background", "inline", "none"]
+    sweeps: dict[str, list[float]] = {k: [] for k in variants}
+    shares: dict[str, list[float]] = {k: [] for k in variants}
     with tempfile.TemporaryDirectory() as tmp:
         gp.sweep(sweep_spec("warmup", 2), store=Path(tmp) / "warm.sqlite")
         for r in range(args.rounds):
-            order = list(paths.items())
-            for label, fn in order if r % 2 == 0 else order[::-1]:
-                total, spent = timed_sweep(Path(tmp) / f"{label}{r}.sqlite", "case",
-                                           args.steps, fn)
-                shares[label].append(spent / total)
-                print(f"round {r} {label:10s} sweep {total:6.2f} s  store {spent:5.3f} s "
-                      f"({100 * spent / total:4.1f} %)", flush=True)
+            for label in variants if r % 2 == 0 else variants[::-1]:
+                total, work, wait = timed_sweep(Path(tmp) / f"{label}{r}.sqlite", args.steps,
+                                                label)
+                sweeps[label].append(total)
+                shares[label].append(wait / total)
+                print(f"round {r} {label:10s} sweep {total:6.2f} s  store work {work:5.3f} s"
+                      f"  driver waited {wait:5.3f} s ({100 * wait / total:4.1f} %)", flush=True)
     print(f"machine: {platform.processor() or platform.machine()}, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads")
-    legacy, new = (statistics.median(shares[k]) for k in paths)
-    print(f"store share (median): legacy {100 * legacy:.1f} %  vectorised {100 * new:.1f} %")
-    print(f"ratio legacy/vectorised store share {legacy / new:.2f}x  "
-          f"target <= 5 %: {'met' if new <= 0.05 else 'NOT met'}")
+    med = {k: statistics.median(v) for k, v in sweeps.items()}
+    for label in ("background", "inline"):
+        share = statistics.median(shares[label])
+        print(f"{label:10s}: sweep {med[label]:.2f} s, store share (driver's wait, median) "
+              f"{100 * share:.1f} %, sweep minus no-store sweep "
+              f"{100 * (med[label] - med['none']) / med[label]:+.1f} %")
+    best = statistics.median(shares["background"])
+    print(f"no store: sweep {med['none']:.2f} s;  target <= 5 %: "
+          f"{'met' if best <= 0.05 else 'NOT met'} ({100 * best:.1f} %)")
 
 
 if __name__ == "__main__":

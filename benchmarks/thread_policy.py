@@ -25,6 +25,8 @@ from gradprobe.threads import available_cores, choose_threads, parameter_count
 
 MODELS = {
     "small (depth 10, width 64)": {"depth": 10, "width": 64},
+    "below the threshold (depth 10, width 256)": {"depth": 10, "width": 256},
+    "above the threshold (depth 6, width 512)": {"depth": 6, "width": 512},
     "large (depth 8, width 1024)": {"depth": 8, "width": 1024},
 }
 

@@ -112,3 +112,93 @@ def test_not_a_store(tmp_path):
     junk.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(UserError, match="not a gradprobe store"):
         Store(junk)
+
+
+def _rows(run: int, n: int) -> list[tuple]:
+    return [(s, f"layer{s % 3}", s % 3, f"q{run}", float(run * 1000 + s)) for s in range(n)]
+
+
+def _by_run_id(db: Store, run_id: str) -> list[tuple]:
+    """The reference read: a scan by run_id alone, in rowid order."""
+    return db._db.execute("SELECT step, layer, depth, quantity, value FROM metrics "
+                          "WHERE run_id = ? ORDER BY rowid", (run_id,)).fetchall()
+
+
+def test_metrics_are_read_by_their_span_of_rowids(store_path):
+    with Store(store_path) as db:
+        begun = db.begin_run("a", {})  # begun first, finished after another run's rows
+        written = db.write_run("b", {}, "complete", _rows(2, 7))
+        db.finish_run(begun, "complete", _rows(1, 5))
+        killed = db.begin_run("c", {})  # never finished
+        empty = db.write_run("d", {}, "complete", [])
+        spans = dict(db._db.execute("SELECT run_id, last - first + 1 FROM metric_spans"))
+        assert spans == {begun: 5, written: 7, killed: 0, empty: 0}
+        for run_id in (begun, written, killed, empty):
+            frame = db.metrics(run_id)
+            assert list(frame.itertuples(index=False, name=None)) == _by_run_id(db, run_id)
+        assert db.metrics(written, quantity="q2")["step"].tolist() == list(range(7))
+
+
+def test_a_run_written_in_pieces_reads_every_piece(store_path):
+    with Store(store_path) as db:
+        run_id = db.begin_run("a", {})
+        db.finish_run(run_id, "complete", _rows(1, 3))
+        db.finish_run(run_id, "complete", _rows(2, 2))  # adjacent: one longer span
+        assert db._db.execute("SELECT last - first + 1 FROM metric_spans WHERE run_id = ?",
+                              (run_id,)).fetchone() == (5,)
+        other = db.write_run("b", {}, "complete", _rows(3, 4))
+        db.finish_run(run_id, "complete", _rows(4, 2))  # after another run's rows
+        for run in (run_id, other):
+            frame = db.metrics(run)
+            assert list(frame.itertuples(index=False, name=None)) == _by_run_id(db, run)
+        assert len(db.metrics(run_id)) == 7
+
+
+def test_a_store_without_spans_is_read_through_its_index(tmp_path):
+    """A store written before metric_spans: metrics indexed by (run_id, quantity)."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE runs (id TEXT PRIMARY KEY, name TEXT NOT NULL, sweep TEXT,
+            config_key TEXT, spec_json TEXT NOT NULL, status TEXT NOT NULL,
+            created_at REAL NOT NULL, finished_at REAL, duration_s REAL, final_loss REAL,
+            final_train_accuracy REAL, final_test_accuracy REAL, summary_json TEXT,
+            versions_json TEXT, error TEXT);
+        CREATE TABLE metrics (run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            step INTEGER NOT NULL, layer TEXT NOT NULL, depth INTEGER NOT NULL,
+            quantity TEXT NOT NULL, value REAL);
+        CREATE INDEX metrics_run ON metrics(run_id, quantity);
+        INSERT INTO runs (id, name, spec_json, status, created_at)
+            VALUES ('aaaa', 'x', '{}', 'complete', 0), ('bbbb', 'y', '{}', 'complete', 1);
+    """)
+    rows = [(run, *row) for i in range(6) for run, row in
+            (("aaaa", _rows(1, 6)[i]), ("bbbb", _rows(2, 6)[i]))]  # interleaved
+    old.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", rows)
+    old.commit()
+    old.close()
+    with Store(path) as db:
+        assert list(db.metrics("aaaa").itertuples(index=False, name=None)) == _rows(1, 6)
+        new = db.write_run("z", {}, "complete", _rows(3, 4))
+        assert list(db.metrics(new).itertuples(index=False, name=None)) == _rows(3, 4)
+        assert list(db.metrics("bbbb").itertuples(index=False, name=None)) == _rows(2, 6)
+
+
+def test_rows_not_consecutive_drop_the_span_and_read_by_run_id(store_path, monkeypatch):
+    from gradprobe import store as store_module
+
+    with Store(store_path) as db:
+        db.write_run("a", {}, "complete", _rows(1, 3))
+        real = store_module._last_rowid
+        calls = []
+
+        def off_by_one(conn):  # as if another row had come between
+            calls.append(1)
+            return real(conn) + (len(calls) == 2)
+
+        monkeypatch.setattr(store_module, "_last_rowid", off_by_one)
+        run_id = db.write_run("b", {}, "complete", _rows(2, 4))
+        assert db._db.execute("SELECT count(*) FROM metric_spans WHERE run_id = ?",
+                              (run_id,)).fetchone()[0] == 0
+        assert list(db.metrics(run_id).itertuples(index=False, name=None)) == _rows(2, 4)

@@ -58,9 +58,9 @@ def test_sweep_threads_per_task_and_restored(caller_threads, monkeypatch):
     seen = []
     real = backends.run_task
 
-    def spy(task, on_steps=None):
+    def spy(task, on_steps=None, on_outcome=None):
         seen.append(torch.get_num_threads())
-        return real(task, on_steps)
+        return real(task, on_steps, on_outcome)
 
     monkeypatch.setattr(backends, "run_task", spy)
     sweep = {"name": "t", "base": SMALL, "grid": {"train.seed": [0, 1]}}

@@ -6,8 +6,12 @@ Tables::
          final_loss, final_train_accuracy, final_test_accuracy, summary_json, versions_json,
          error)
     metrics(run_id, step, layer, depth, quantity, value)
+    metric_spans(run_id, first, last)
 
-Network-level metrics (loss, accuracy) have ``layer = ''`` and ``depth = 0``.
+Network-level metrics (loss, accuracy) have ``layer = ''`` and ``depth = 0``. A run's
+metrics take consecutive rowids (one statement, one transaction): ``metric_spans`` records
+the range, which a run is read by, instead of a per-row index on ``metrics(run_id,
+quantity)`` that cost half of each insert (older stores keep theirs and are read by it).
 
 Crash safety: a run is registered as ``running`` in one transaction, and its metrics and its
 final status are written together in another, so a run killed mid-way can never be marked
@@ -76,7 +80,10 @@ CREATE TABLE IF NOT EXISTS metrics (
     quantity TEXT NOT NULL,
     value REAL
 );
-CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id, quantity);
+CREATE TABLE IF NOT EXISTS metric_spans (
+    run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    first INTEGER NOT NULL, last INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sweep_claims (
     sweep TEXT PRIMARY KEY,
     host TEXT NOT NULL,
@@ -156,7 +163,9 @@ class Store:
                             "or pick another with --store)")
         try:
             if writable:
-                self._db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+                # a sweep writes on its writer thread (gradprobe.sweeps.writer)
+                self._db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None,
+                                           check_same_thread=False)
             else:
                 uri = f"file:{self.path.absolute()}?mode=ro"
                 self._db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
@@ -193,8 +202,9 @@ class Store:
     ) -> str:
         """Register a run as ``running`` and return its id."""
         run_id = uuid.uuid4().hex[:12]
-        with _sqlite_errors(self.path, "write to"):
+        with _sqlite_errors(self.path, "write to"), _transaction(self._db):
             self._insert_running(run_id, name, spec, sweep, config_key)
+            _set_span(self._db, run_id, 1, 0)  # no metrics yet (a killed run reads none)
         return run_id
 
     def _insert_running(
@@ -292,18 +302,10 @@ class Store:
 
     def runs(self, sweep: str | None = None, status: str | None = None) -> pd.DataFrame:
         """All runs (newest last) as a DataFrame, optionally of one sweep or status."""
-        query = "SELECT * FROM runs"
-        where, args = [], []
-        if sweep is not None:
-            where.append("sweep = ?")
-            args.append(sweep)
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY created_at, rowid"
-        return pd.read_sql_query(query, self._db, params=args)
+        given = [(c, v) for c, v in (("sweep", sweep), ("status", status)) if v is not None]
+        query = "SELECT * FROM runs" + (" WHERE " if given else "")
+        query += " AND ".join(f"{c} = ?" for c, _ in given) + " ORDER BY created_at, rowid"
+        return pd.read_sql_query(query, self._db, params=[v for _, v in given])
 
     def resolve(self, run: str) -> str:
         """A full run id from an id, a unique id prefix, or a run name (latest wins)."""
@@ -346,6 +348,11 @@ class Store:
         run_id = self.resolve(run)
         query = "SELECT step, layer, depth, quantity, value FROM metrics WHERE run_id = ?"
         args: list[Any] = [run_id]
+        span = self._db.execute("SELECT first, last FROM metric_spans WHERE run_id = ?",
+                                (run_id,)).fetchone()
+        if span is not None:
+            query += " AND rowid BETWEEN ? AND ?"
+            args += list(span)
         if quantity is not None:
             names = [quantity] if isinstance(quantity, str) else list(quantity)
             query += f" AND quantity IN ({', '.join('?' * len(names))})"
@@ -363,7 +370,6 @@ class Store:
             (sweep,),
         ).fetchall()
         return {r[0] for r in rows}
-
 
     def claim_sweep(self, sweep: str) -> None:
         """Mark ``sweep`` as running in this process; refuse if a live process holds it.
@@ -430,7 +436,7 @@ def _metric_columns(metrics: Iterable[MetricRow] | pd.DataFrame) -> MetricColumn
         rows = [(int(s), str(lay), int(d), str(q), _nan_to_null(v))
                 for s, lay, d, q, v in metrics]
         return tuple(map(list, zip(*rows, strict=True))) if rows else ([],) * 5
-    frame = metrics[METRIC_COLUMNS]
+    frame = metrics  # columns read one by one (selecting them first copies the frame)
     values = frame["value"].to_numpy(dtype=np.float64)
     value_list: list[float | None] = values.tolist()
     for i in np.flatnonzero(np.isnan(values)).tolist():
@@ -441,12 +447,32 @@ def _metric_columns(metrics: Iterable[MetricRow] | pd.DataFrame) -> MetricColumn
 
 
 def _insert_metrics(db: sqlite3.Connection, run_id: str, columns: MetricColumns) -> None:
-    """One ``executemany`` over tuples zipped from the columns (in the caller's transaction)."""
+    """One ``executemany`` over tuples zipped from the columns, and the run's span of
+    rowids (in the caller's transaction, so no other writer comes between). Rows added to
+    a run that has some keep one span only if they follow on; else it is read by run_id."""
+    before, n = _last_rowid(db), len(columns[0])
     db.executemany(
         "INSERT INTO metrics (run_id, step, layer, depth, quantity, value) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        zip(itertools.repeat(run_id, len(columns[0])), *columns, strict=True),
+        zip(itertools.repeat(run_id, n), *columns, strict=True),
     )
+    held = db.execute("SELECT first, last FROM metric_spans WHERE run_id = ?",
+                      (run_id,)).fetchone()
+    first = before + 1 if held is None or held[1] < held[0] else held[0]
+    adjacent = held is None or held[1] < held[0] or held[1] == before
+    if adjacent and _last_rowid(db) == before + n:  # consecutive, as SQLite assigns them
+        _set_span(db, run_id, first, before + n)
+    else:
+        db.execute("DELETE FROM metric_spans WHERE run_id = ?", (run_id,))
+
+
+def _last_rowid(db: sqlite3.Connection) -> int:
+    return db.execute("SELECT max(rowid) FROM metrics").fetchone()[0] or 0  # 0: empty
+
+
+def _set_span(db: sqlite3.Connection, run_id: str, first: int, last: int) -> None:
+    db.execute("INSERT OR REPLACE INTO metric_spans (run_id, first, last) VALUES (?, ?, ?)",
+               (run_id, first, last))
 
 
 def _strings(column: pd.Series) -> list[str]:

@@ -63,6 +63,19 @@ GROUPS = [
         {"train.seed": 0}, {"train.seed": 1, "train.lr": 0.2},
     ]),
     Group("zero-steps", small(**{"train.steps": 0}), [{"train.seed": 0}, {"train.seed": 5}]),
+    # every compiled activation kernel (gradprobe.native.activations) beside torch's paths:
+    # a leaky ReLU with a negative slope (phi' not readable from the output) and gelu
+    Group("activation-kernels", small(**{"net.width": 24, "train.batch_size": 48}), [
+        {"net.activation": "relu", "train.seed": 0},
+        {"net.activation": "relu", "net.init": "he_normal", "train.seed": 1},
+        {"net.activation": "leaky_relu", "net.init": "he_normal", "train.seed": 2},
+        {"net.activation": {"name": "leaky_relu", "slope": 0.3}, "train.seed": 3},
+        {"net.activation": {"name": "leaky_relu", "slope": -0.2}, "train.seed": 4},
+        {"net.activation": "sigmoid", "net.init": "xavier_normal", "train.seed": 5},
+        {"net.activation": "sigmoid", "net.init": {"name": "normal", "sigma_w2": 6.0}},
+        {"net.activation": "gelu", "train.seed": 6},
+        {"net.activation": "tanh", "train.seed": 7},
+    ]),
 ]
 
 
@@ -72,6 +85,19 @@ def test_every_member_matches_training_alone(group: Group) -> None:
     specs = [load_spec(group.base, m) for m in group.members]
     results = train_ensemble(specs, load_data(specs[0].data))
     for spec, got in zip(specs, results, strict=True):
+        assert_same_result(alone(spec), got)
+
+
+def test_members_match_training_alone_on_torchs_activation_path(monkeypatch) -> None:
+    """Without the compiled kernels (no C compiler): torch's ops in the engine instead."""
+    from gradprobe.native import activations
+
+    monkeypatch.setattr(activations, "load", lambda: None)
+    group = next(g for g in GROUPS if g.id == "activation-kernels")
+    specs = [load_spec(group.base, m) for m in group.members]
+    stack = StackedMLP.from_specs([s.net for s in specs[:1]], [0], 4, 3)
+    assert stack.segments[0].kernel  # the kernel's entry points, each taking torch's path
+    for spec, got in zip(specs, train_ensemble(specs, load_data(specs[0].data)), strict=True):
         assert_same_result(alone(spec), got)
 
 

@@ -6,6 +6,8 @@ network) and about as accurate: within 2 ulp of the exact value (1.46 measured),
 torch's 0.51 (``tests/sweep/test_native.py`` measures both against float64).
 :func:`bias_tanh` adds a per-member bias and applies tanh in the same pass. Other tensors,
 or a machine without a C compiler, get torch's own kernels; :func:`available` says which.
+ReLU, leaky ReLU and sigmoid (bias + activation, backward, phi') are in
+:mod:`gradprobe.native.activations`, compiled into the same library.
 
 Example:
     >>> x = torch.linspace(-3, 3, 7)

@@ -1,8 +1,9 @@
 """Where tasks run: in this process (``local``) or as Ray tasks (``ray``).
 
-A backend takes the planned tasks and hands back each task's outcomes as soon as they are
-done, through ``on_done(task, outcomes)``; the caller (the sweep runner, on the driver)
-alone writes the store. ``on_steps(n)`` reports progress in member-steps.
+A backend takes the planned tasks and hands back outcomes as soon as they are done,
+through ``on_done(task, outcomes)``: the local backend one configuration at a time (from
+the thread that trained it), Ray a task at a time. The caller (the sweep runner, on the
+driver) alone writes the store. ``on_steps(n)`` reports progress in member-steps.
 
 Ray: ``address`` joins an existing cluster (``ray start --head`` prints it; ``auto`` finds
 a local one); without it a private local Ray is started with its dashboard off and its
@@ -48,11 +49,10 @@ class LocalBackend:
         self.threads = threads
 
     def run(self, tasks: list[Task], on_done: DoneFn, on_steps: StepsFn) -> None:
-        """Train every task; ``on_done`` after each (outside the task's thread setting)."""
+        """Train every task; ``on_done(task, [outcome])`` as each configuration is ready."""
         for task in tasks:
             with thread_policy(self.threads, task_parameters(task)):
-                outcomes = run_task(task, on_steps)
-            on_done(task, outcomes)
+                run_task(task, on_steps, lambda outcome, task=task: on_done(task, [outcome]))
 
 
 def task_parameters(task: Task) -> int:

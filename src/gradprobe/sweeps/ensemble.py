@@ -96,6 +96,7 @@ def group_key(spec: ExperimentSpec) -> str:
 
 
 StepFn = Callable[[int, int], None]  # (step, members that took it)
+ResultFn = Callable[[int, TrainResult], None]  # (index in specs, that member's result)
 
 
 def train_ensemble(
@@ -103,13 +104,16 @@ def train_ensemble(
     data: Dataset,
     probe: bool = True,
     on_step: StepFn | None = None,
+    on_result: ResultFn | None = None,
 ) -> list[TrainResult]:
     """Train every spec in ``specs`` on ``data`` as one batched network.
 
     All specs must share :func:`group_key` and be supported (:func:`unsupported_reason`).
     Returns one :class:`TrainResult` per spec, in the order given, as ``train(build(spec),
     data, spec.train, probe=probe)`` would. ``on_step(step, n)`` is called after each
-    batched step, ``n`` being the number of members it trained.
+    batched step, ``n`` being the number of members it trained. ``on_result(i, result)``
+    is called as soon as member ``specs[i]``'s result is built (the sweep stores it while
+    the next results are built), from the thread that trained it.
 
     Members are independent, so the group may be trained in parts with the same results:
     on a CPU with several torch threads, one part per thread side by side
@@ -123,7 +127,9 @@ def train_ensemble(
     device = resolve_device(members[0].train.device)
     workers = cpu_workers(device, len(members))
     parts = split_members(members, data, device, workers)
-    results = [r for part in _train_parts(parts, data, probe, on_step, workers) for r in part]
+    emit = None if on_result is None else (lambda i, r: on_result(order[i], r))
+    results = [r for part in _train_parts(parts, data, probe, on_step, workers, emit)
+               for r in part]
     out: list[TrainResult] = [None] * len(specs)  # type: ignore[list-item]
     for position, m in enumerate(order):
         out[m] = results[position]
@@ -164,11 +170,15 @@ def _train_parts(
     probe: bool,
     on_step: StepFn | None,
     workers: int,
+    emit: ResultFn | None = None,
 ) -> list[list[TrainResult]]:
     """Each part trained by its own engine: in turn, or ``workers`` at a time in threads
-    (torch ops and the native kernels release the GIL) with torch single-threaded."""
+    (torch ops and the native kernels release the GIL) with torch single-threaded.
+    ``emit(i, result)`` for each member, ``i`` counting over all parts."""
+    offsets = np.cumsum([0] + [len(p) for p in parts]).tolist()
     if workers == 1:
-        return [_train_part(part, data, probe, on_step, None) for part in parts]
+        return [_train_part(part, data, probe, on_step, None, emit, offset)
+                for part, offset in zip(parts, offsets, strict=False)]
     lock = threading.Lock()
     stop = threading.Event()
 
@@ -176,16 +186,18 @@ def _train_parts(
         with lock:
             on_step(step, n)  # type: ignore[misc]
 
-    def work(part: list[ExperimentSpec]) -> list[TrainResult]:
+    def work(part: list[ExperimentSpec], offset: int) -> list[TrainResult]:
         torch.set_num_threads(1)  # this thread's OpenMP team: one thread
-        return _train_part(part, data, probe, None if on_step is None else report, stop)
+        return _train_part(part, data, probe, None if on_step is None else report, stop,
+                           emit, offset)
 
     native.load()  # build the kernels (if at all) once, before the engines ask for them
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="gradprobe-engine") as pool:
-            futures = [pool.submit(work, part) for part in parts]
+            futures = [pool.submit(work, part, offset)
+                       for part, offset in zip(parts, offsets, strict=False)]
             try:
                 wait(futures, return_when=FIRST_EXCEPTION)
             finally:  # Ctrl-C, or a part failed: the others stop at their next step
@@ -210,13 +222,20 @@ def _train_part(
     probe: bool,
     on_step: StepFn | None,
     stop: threading.Event | None,
+    emit: ResultFn | None = None,
+    offset: int = 0,
 ) -> list[TrainResult]:
     engine = _Engine(part, data, probe)
     try:
         engine.run(None if on_step is None else lambda step, n=len(part): on_step(step, n), stop)
     finally:
         engine.release()
-    return [engine.result(m) for m in range(len(part))]
+    results = []
+    for m in range(len(part)):
+        results.append(engine.result(m))
+        if emit is not None:
+            emit(offset + m, results[-1])
+    return results
 
 
 def member_bytes(spec: ExperimentSpec, data: Dataset) -> int:

@@ -31,7 +31,7 @@ from gradprobe.nets.plain import build
 from gradprobe.spec import DataSpec, ExperimentSpec
 from gradprobe.sweeps.ensemble import group_key, train_ensemble, unsupported_reason
 from gradprobe.sweeps.grid import Config
-from gradprobe.train import train
+from gradprobe.train import TrainResult, train
 
 
 @dataclass
@@ -120,21 +120,37 @@ def describe_plan(tasks: list[Task]) -> str:
 StepsFn = Callable[[int], None]  # advance progress by this many member-steps
 
 
-def run_task(task: Task, on_steps: StepsFn | None = None) -> list[Outcome]:
+OutcomeFn = Callable[[Outcome], None]  # one configuration finished
+
+
+def run_task(task: Task, on_steps: StepsFn | None = None,
+             on_outcome: OutcomeFn | None = None) -> list[Outcome]:
     """Train a task's configurations; outcomes in the task's order.
 
-    ``on_steps(n)`` is called as training advances by ``n`` member-steps.
+    ``on_steps(n)`` is called as training advances by ``n`` member-steps, and
+    ``on_outcome(outcome)`` as soon as each configuration's outcome is ready (in a
+    vectorised task, from the thread of the engine that trained it).
     """
     specs = [ExperimentSpec.model_validate(s) for s in task.specs]
     if task.vectorised:
         data = _dataset(specs[0].data)
         started = time.perf_counter()
-        step_fn = None if on_steps is None else (lambda step, n: on_steps(n))
-        results = train_ensemble(specs, data, probe=task.probe, on_step=step_fn)
-        share = (time.perf_counter() - started) / len(specs)  # amortised wall time
+        trained: list[float] = []  # the amortised wall time, fixed by the first result
         extra = {"engine": "vectorised", "group_size": len(specs)}
-        return [Outcome(k, r.status, r.metrics, {**r.summary, "wall_time_s": share, **extra},
-                        share) for k, r in zip(task.keys, results, strict=True)]
+        done: dict[int, Outcome] = {}
+
+        def outcome(i: int, r: TrainResult) -> None:
+            if not trained:
+                trained.append((time.perf_counter() - started) / len(specs))
+            share = trained[0]
+            done[i] = Outcome(task.keys[i], r.status, r.metrics,
+                              {**r.summary, "wall_time_s": share, **extra}, share)
+            if on_outcome is not None:
+                on_outcome(done[i])
+
+        step_fn = None if on_steps is None else (lambda step, n: on_steps(n))
+        train_ensemble(specs, data, probe=task.probe, on_step=step_fn, on_result=outcome)
+        return [done[i] for i in range(len(specs))]
     outcomes = []
     for key, spec in zip(task.keys, specs, strict=True):
         data = _dataset(spec.data)
@@ -146,6 +162,8 @@ def run_task(task: Task, on_steps: StepsFn | None = None) -> list[Outcome]:
         summary = {**result.summary, "wall_time_s": took, "engine": "loop",
                    "engine_note": task.note}
         outcomes.append(Outcome(key, result.status, result.metrics, summary, took))
+        if on_outcome is not None:
+            on_outcome(outcomes[-1])
     return outcomes
 
 

@@ -1,10 +1,12 @@
 """``gp.sweep``: a sweep spec in, one stored run per configuration, a table out.
 
 The driver (this process) alone writes the store: each finished configuration is one
-:meth:`Store.write_run` transaction, keyed by ``(sweep name, config key)``. So an
-interrupted sweep (Ctrl-C, ``kill -9``) keeps every configuration it finished, and
-``resume=True`` trains only the ones that are missing. Without ``resume``, a sweep whose
-name already has runs in the store is refused: resume it or give it a new name.
+:meth:`Store.write_run` transaction, keyed by ``(sweep name, config key)``, written on a
+background thread while training goes on (:mod:`gradprobe.sweeps.writer`). So an
+interrupted sweep (Ctrl-C, ``kill -9``) keeps every configuration it stored (Ctrl-C: every
+one it finished), and ``resume=True`` trains only the ones that are missing. Without
+``resume``, a sweep whose name already has runs in the store is refused: resume it or give
+it a new name.
 
 Example:
     >>> import gradprobe as gp
@@ -32,6 +34,7 @@ from gradprobe.sweeps.grid import Config, display_value, expand
 from gradprobe.sweeps.plan import Outcome, Task, describe_plan, plan
 from gradprobe.sweeps.progress import SweepProgress
 from gradprobe.sweeps.spec import SweepSpec, load_sweep_spec
+from gradprobe.sweeps.writer import StoreWriter
 from gradprobe.threads import check_threads
 
 RESULT_COLUMNS = ["run_id", "status", "final_loss", "final_train_accuracy",
@@ -63,7 +66,8 @@ def sweep(
         resume: run only the configurations the store does not hold yet.
         overrides: dotted overrides of the sweep spec (``{"base.train.steps": 10}``).
         progress: show a progress bar with an ETA over the whole sweep.
-        on_run: called with each stored run's row (swept values, run_id, status, ...).
+        on_run: called with each stored run's row (swept values, run_id, status, ...),
+            right after it is stored, on the thread that stores it.
         threads: torch threads per task on the local backend; None chooses them from the
             task's size (:mod:`gradprobe.threads`). The caller's count is restored.
 
@@ -95,15 +99,22 @@ def sweep(
         total_steps = sum(t.member_steps for t in tasks)
         with SweepProgress(progress, spec.name, total_steps, len(configs), len(done)) as bar:
 
-            def store_outcomes(task: Task, outcomes: list[Outcome]) -> None:
-                for outcome in outcomes:
-                    row = _write(db, spec.name, by_key[outcome.key], outcome)
-                    bar.run_done()
-                    if on_run is not None:
-                        on_run(row)
+            def stored(row: dict[str, Any]) -> None:
+                bar.run_done()
+                if on_run is not None:
+                    on_run(row)
 
-            if tasks:
-                runner.run(tasks, store_outcomes, bar.advance)
+            def write(outcome: Outcome) -> dict[str, Any]:
+                return _write(db, spec.name, by_key[outcome.key], outcome)
+
+            with StoreWriter(write, stored) as writer:
+
+                def store_outcomes(task: Task, outcomes: list[Outcome]) -> None:
+                    for outcome in outcomes:
+                        writer.submit(outcome)
+
+                if tasks:
+                    runner.run(tasks, store_outcomes, bar.advance)
         frame = results_frame(db, spec, configs)
         frame.attrs["plan"] = describe_plan(tasks)
         frame.attrs["resumed"] = len(done)

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from gradprobe import native
+from gradprobe.native import activations as activation_kernels
 from gradprobe.nets.activations import ActivationEntry, get_activation
 from gradprobe.nets.activations import Linear as IdentityActivation
 from gradprobe.nets.init import init_layer_
@@ -71,6 +72,14 @@ class Segment:
     name: str  # catalogue name
     handler: H.ActivationHandler  # the probe's handler: phi' as the probe sees it
     entry: ActivationEntry  # its catalogue entry: the fast paths below
+    slope: float = field(init=False)  # a leaky ReLU's negative slope (else 0)
+    # forward, backward and phi' run as compiled passes (gradprobe.native.activations)
+    # that need only h = phi(z) and write where they are told
+    kernel: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slope = float(getattr(self.module, "negative_slope", 0.0))
+        self.kernel = activation_kernels.supports(self.name, self.slope)
 
     @property
     def saturation_levels(self) -> tuple[float, float]:
@@ -87,39 +96,45 @@ class Segment:
     @property
     def backward_from_output(self) -> bool:
         """phi' and the backward need only h = phi(z), not z."""
-        return self.entry.backward_from_output is not None
+        return self.kernel or self.entry.backward_from_output is not None
 
     @property
     def fused(self) -> bool:
         """Bias and activation run as one compiled pass that writes where it is told."""
-        return self.name == "tanh"
+        return self.name == "tanh" or self.kernel
 
     def forward(self, z: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = None
                 ) -> torch.Tensor:
         """``z += bias`` (per member, over rows) in place, then phi(z), written into ``out``
-        when given. ``out`` may be z: tanh then overwrites z; other activations return a new
-        tensor (no saving in writing it back).
+        when given. ``out`` may be z: a :attr:`fused` activation then overwrites z; other
+        activations return a new tensor (no saving in writing it back).
 
         z: this segment's (members, rows, units) slice, bias: (members, units).
         """
-        if self.fused:
+        if self.name == "tanh":
             return native.bias_tanh(z, bias, out=out)
+        if self.kernel:
+            return activation_kernels.bias_act(self.name, z, bias, self.slope, out=out)
         h = self.module(z.add_(bias.unsqueeze(1)))
         return h if out is None or out is z else out.copy_(h)
 
     def dphi(self, z: torch.Tensor, h: torch.Tensor, out: torch.Tensor | None = None
              ) -> torch.Tensor:
         """phi'(z) for this segment's slice; ``h = phi(z)``. Written into ``out`` if given."""
+        out = torch.empty_like(h) if out is None else out
+        if self.kernel:
+            return activation_kernels.act_dphi(self.name, h, out, self.slope)
         fast = self.entry.dphi_from_output
         if fast is not None:
-            return fast(h, torch.empty_like(h) if out is None else out)
-        d = self.handler.dphi(self.module, z)
-        return d if out is None else out.copy_(d)
+            return fast(h, out)
+        return out.copy_(self.handler.dphi(self.module, z))
 
     def backward(self, g: torch.Tensor, z: torch.Tensor | None, h: torch.Tensor
                  ) -> torch.Tensor:
         """dL/dz = g * phi'(z) from g = dL/dh, written over ``g`` (z unused, and may be
         None, when :attr:`backward_from_output`)."""
+        if self.kernel:
+            return activation_kernels.act_backward(self.name, g, h, self.slope)
         fused = self.entry.backward_from_output
         if fused is not None:
             return fused(g, h)
