@@ -159,6 +159,7 @@ def main() -> None:
             ("  hooks, no quantity", ["update_to_weight_ratio"]),
         ]:
             variants[label] = run_probe(1, watch=False, quantities=qs)
+            steps_of[label] = args.steps
     names = list(variants)
     times: dict[str, list[float]] = {k: [] for k in names}
     for r in range(args.rounds + 1):  # round 0 warms up and is dropped

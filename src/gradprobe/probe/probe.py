@@ -25,7 +25,7 @@ from gradprobe.probe.coverage import Coverage, parameter_coverage
 from gradprobe.probe.functional import Functional
 from gradprobe.probe.quantities import SATURATION_THRESHOLD, Quantity, select
 from gradprobe.probe.rows import captures, step_rows
-from gradprobe.probe.tensors import read_back, sum_sqs
+from gradprobe.probe.tensors import Value, read_back, sum_sq
 from gradprobe.probe.updates import Updates
 
 if TYPE_CHECKING:
@@ -193,8 +193,9 @@ class Probe(Capture, Updates, Functional):
         self._open_updates: list[int] = []  # indices in _pending still holding tensors
         self._snapshots: dict[int, tuple[Any, ...]] = {}  # optimizer -> weights before
         self._snap_bufs: dict[torch.Tensor, torch.Tensor] = {}  # weight -> snapshot buffer
-        # weight -> (version, |W|**2) as taken at the last recorded probe.step()
-        self._w_sq: dict[torch.Tensor, tuple[int, torch.Tensor]] = {}
+        # weight -> (version, |W|**2, whether copied into its snapshot buffer) as taken at
+        # the last recorded probe.step()
+        self._w_sq: dict[torch.Tensor, tuple[int, Value, bool]] = {}
         self._warned_shared = False
         self._warned_blind = False
         # weight layer -> whether the node of its output consumes its input directly
@@ -430,33 +431,28 @@ class Probe(Capture, Updates, Functional):
     # ------------------------------------------------------------------ recording
 
     def _capture_params(self) -> None:
-        keys, tensors = [], []  # sums of squares of weights, weight grads, bias grads
-        weights = []
+        """Sums of squares of weights, weight grads, bias grads and norm-layer grads. A
+        weight a watched optimizer will step is copied for its update in the same pass."""
+        snap = self._watched_ids() if "update" in self._needs else set()
+        self._w_sq = {}
         for m in self._depth:
             h = self._layer_h[m]
             w, b = h.get_weight(m), h.get_bias(m)
             if w is not None:
-                keys.append((m, "w_sq"))
-                tensors.append(w.detach())
-                weights.append((w, len(tensors) - 1))
+                taken = id(w) in snap
+                sq = self._snapshot(w, w.detach())[1] if taken else sum_sq(w.detach())
+                self._push(m, "w_sq", sq)
+                if self._optimizers:  # for the snapshot of a watched optimizer (_opt_pre)
+                    self._w_sq[w] = (w._version, sq, taken)
                 if w.grad is not None:
-                    keys.append((m, "wg_sq"))
-                    tensors.append(w.grad.detach())
+                    self._push(m, "wg_sq", sum_sq(w.grad.detach()))
             if b is not None and b.grad is not None:
-                keys.append((m, "bg_sq"))
-                tensors.append(b.grad.detach())
+                self._push(m, "bg_sq", sum_sq(b.grad.detach()))
         for key in self._norm_keys:
             grads = [p.grad.detach().reshape(-1) for p in key[0].parameters(recurse=False)
                      if p.grad is not None]
             if grads:
-                keys.append((key, self._norms[key[0]]))
-                tensors.append(torch.cat(grads))
-        if tensors:
-            sqs = sum_sqs(tensors)
-            self._keys += keys
-            self._tensors += sqs
-            if self._optimizers:  # for the snapshot of a watched optimizer (_opt_pre)
-                self._w_sq = {w: (w._version, sqs[i]) for w, i in weights}
+                self._push(key, self._norms[key[0]], sum_sq(torch.cat(grads)))
 
     def _record(self, step: int) -> None:
         """Read the step's primitives back (one batch, with any update norms still on the

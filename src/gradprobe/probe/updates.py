@@ -2,7 +2,8 @@
 
 A mixin of :class:`gradprobe.probe.probe.Probe`, which owns the state it uses: before an
 optimizer step that applies a recorded step's gradient the weights are copied (into
-buffers kept between steps), after it the difference's norm is queued for read-back.
+buffers kept between steps; where :meth:`Probe.step` ran first, it took the copy together
+with |W|**2), after it the difference's norm is queued for read-back.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from gradprobe.probe.rows import update_rows
-from gradprobe.probe.tensors import sum_sq, sum_sqs
+from gradprobe.probe.tensors import Value, copy_sum_sq, diff_sum_sq
 
 
 class Updates:
@@ -52,24 +53,29 @@ class Updates:
         if weights:
             before, before_sq = [], []
             for p, w in zip(params, weights, strict=True):
-                b = self._snapshot(p, w)  # reused for the difference
-                before.append(b)
-                # |W_before|**2 was taken at probe.step() if W has not changed since (same
-                # tensor, same version counter): the same number, one pass fewer.
+                # copied with |W_before|**2 at probe.step() if W has not changed since (same
+                # tensor, same version counter): the same numbers, no pass at all here
                 seen = self._w_sq.get(p)
-                before_sq.append(
-                    seen[1] if seen is not None and seen[0] == p._version else sum_sq(b)
-                )
+                if seen is not None and seen[2] and seen[0] == p._version:
+                    b, sq = self._snap_bufs[p], seen[1]
+                else:
+                    b, sq = self._snapshot(p, w)
+                before.append(b)  # reused for the difference
+                before_sq.append(sq)
             self._snapshots[id(opt)] = (step, layers, weights, before, before_sq)
 
-    def _snapshot(self, p: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def _watched_ids(self) -> set[int]:
+        """ids of the parameters a watched optimizer steps."""
+        return {id(p) for opt in self._optimizers for group in opt.param_groups
+                for p in group["params"]}
+
+    def _snapshot(self, p: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, Value]:
         """A copy of ``w`` (parameter ``p`` detached) in a buffer kept for ``p`` between
-        recorded steps: no allocation after the first."""
+        recorded steps (no allocation after the first), and |w|**2, in one pass."""
         buf = self._snap_bufs.get(p)
         if buf is None or buf.shape != w.shape or buf.dtype != w.dtype or buf.device != w.device:
-            buf = self._snap_bufs[p] = w.clone(memory_format=torch.contiguous_format)
-            return buf
-        return buf.copy_(w)
+            buf = self._snap_bufs[p] = torch.empty_like(w, memory_format=torch.contiguous_format)
+        return buf, copy_sum_sq(w, buf)
 
     def _opt_post(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._closed_since.discard(id(opt))
@@ -77,9 +83,7 @@ class Updates:
         if entry is None:
             return
         step, layers, weights, before, before_sq = entry
-        for w, b in zip(weights, before, strict=True):
-            torch.sub(w, b, out=b)  # b := W_after - W_before, in place
-        updates = sum_sqs(before)
+        updates = [diff_sum_sq(w, b) for w, b in zip(weights, before, strict=True)]
         for m, u, o in zip(layers, updates, before_sq, strict=True):
             self._open_updates.append(len(self._pending))
             self._pending.append(("update", step, m, u, o))
