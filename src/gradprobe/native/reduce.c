@@ -15,8 +15,8 @@
  * Vectorised by GCC/clang vector types, not -ffast-math: the order of the additions is
  * fixed by the code. Large arrays are cut into at most MAX_CHUNKS chunks whose partial
  * sums are added in chunk order, so a result does not depend on the number of OpenMP
- * threads. NaN and inf propagate as in torch (a count over a column holding a NaN is NaN,
- * as torch's sign() makes it).
+ * threads. NaN and inf propagate through the sums as in torch; counts treat a NaN as 0,
+ * as torch's sign() does.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -204,16 +204,15 @@ void gradprobe_diff_sum_sq_f32(const float *a, const float *b, int64_t n, double
     }
 }
 
-/* x: (rows, cols) with rows, cols >= 1. out[0] = entries counted (> 0, or != 0 and not
- * NaN when `nonzero`; NaN if x holds a NaN), out[1] = columns with a counted entry and no
- * NaN. Returns 0, or -1 when out of memory. */
+/* x: (rows, cols) with rows, cols >= 1. out[0] = entries counted (> 0, or != 0 when
+ * `nonzero`; a NaN is not counted, as torch's sign() of it is 0), out[1] = columns with a
+ * counted entry. Returns 0, or -1 when out of memory. */
 #define COUNTS(NAME, T)                                                                    \
     int NAME(const T *x, int64_t rows, int64_t cols, int nonzero, double *out)             \
     {                                                                                      \
-        int32_t *work = calloc((size_t)(2 * cols), sizeof(int32_t));                       \
-        if (work == NULL)                                                                  \
+        int32_t *restrict cnt = calloc((size_t)cols, sizeof(int32_t));                     \
+        if (cnt == NULL)                                                                   \
             return -1;                                                                     \
-        int32_t *restrict cnt = work, *restrict bad = work + cols;                         \
         for (int64_t r = 0; r < rows; ++r) {                                               \
             const T *restrict row = x + r * cols;                                          \
             if (nonzero)                                                                   \
@@ -222,17 +221,14 @@ void gradprobe_diff_sum_sq_f32(const float *a, const float *b, int64_t n, double
             else                                                                           \
                 for (int64_t c = 0; c < cols; ++c)                                         \
                     cnt[c] += row[c] > 0;                                                  \
-            for (int64_t c = 0; c < cols; ++c)                                             \
-                bad[c] |= row[c] != row[c];                                                \
         }                                                                                  \
-        int64_t sum = 0, alive = 0, nan = 0;                                               \
+        int64_t sum = 0, alive = 0;                                                        \
         for (int64_t c = 0; c < cols; ++c) {                                               \
             sum += cnt[c];                                                                 \
-            alive += (cnt[c] > 0) & !bad[c];                                               \
-            nan |= bad[c];                                                                 \
+            alive += cnt[c] > 0;                                                           \
         }                                                                                  \
-        free(work);                                                                        \
-        out[0] = nan ? __builtin_nan("") : (double)sum;                                    \
+        free(cnt);                                                                         \
+        out[0] = (double)sum;                                                              \
         out[1] = (double)alive;                                                            \
         return 0;                                                                          \
     }

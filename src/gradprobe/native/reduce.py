@@ -123,8 +123,8 @@ def counts(t: torch.Tensor, batched: bool, nonzero: bool = False
     """``(entries counted, units with a counted entry)`` in one pass, or None (use torch).
 
     An entry counts when it is > 0 (``nonzero``: != 0); with ``batched`` dim 0 is the batch
-    and a unit is one entry of a sample, else every entry is a unit. A NaN makes the first
-    number NaN and its unit not counted (as a sum of ``torch.sign`` does).
+    and a unit is one entry of a sample, else every entry is a unit. A NaN is not counted
+    (``torch.sign`` of it is 0).
 
     Example:
         >>> counts(torch.tensor([[0.0, 2.0], [0.0, 3.0]]), batched=True) in (None, (2.0, 1.0))

@@ -1,0 +1,252 @@
+"""The one-pass (native) reductions against torch's and against float64 brute force.
+
+The probe takes its sums, sums of squares and counts from :mod:`gradprobe.native.reduce`
+where a compiled library is available, else from torch. Both paths must give every
+quantity to 1e-6 relative, on float32 and float64 models, tiny (underflowing) gradients,
+non-contiguous tensors (which take torch's path) and with no library at all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+from probe_helpers import ZOO, Problem, assert_frames_match, clone, loss_fn, make, reference_frame
+from torch import nn
+
+import gradprobe as gp
+from gradprobe.native import available, build
+from gradprobe.native import reduce as native
+from gradprobe.native.build import find_compiler
+from gradprobe.probe import tensors
+from gradprobe.probe.quantities import UNDERFLOW_SUM_SQ
+
+
+@pytest.fixture
+def no_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The native library unavailable: every reduction takes torch's path."""
+    monkeypatch.setattr(build, "load", lambda: None)
+
+
+def _run(model: nn.Module, x: torch.Tensor, steps: int = 3) -> pd.DataFrame:
+    """Every quantity over ``steps`` SGD steps (momentum, watched), every step recorded."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    with gp.Probe(model) as probe:
+        probe.watch(opt)
+        for _ in range(steps):
+            loss_fn(model(x)).backward()
+            probe.step()
+            opt.step()
+            opt.zero_grad()
+    return probe.frame()
+
+
+def _torch_path(model: nn.Module, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+                ) -> pd.DataFrame:
+    with monkeypatch.context() as m:
+        m.setattr(build, "load", lambda: None)
+        return _run(model, x)
+
+
+def test_the_reductions_are_built_where_a_compiler_exists() -> None:
+    if find_compiler() is None:
+        assert native.moments(torch.ones(3)) is None
+    else:
+        assert available(), build.unavailable_reason()
+        assert native.moments(torch.ones(3)) == (3.0, 3.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_path_equals_torch_path_on_every_quantity(
+    problem: Problem, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, x = make(problem)
+    model, x = model.to(dtype), x.to(dtype)
+    fused = _run(clone(model), x)
+    reference = _torch_path(clone(model), x, monkeypatch)
+    assert set(fused.quantity) >= {"update_to_weight_ratio", "weight_grad_norm"}
+    # float32: both paths round differently (float32 BLAS vs float32 lanes summed in
+    # float64), each within ~1e-7 of the exact sums
+    if dtype == torch.float64:
+        assert_frames_match(fused, reference, rtol=1e-6)
+    else:
+        _assert_float32_frames_match(fused, reference)
+
+
+def _assert_float32_frames_match(fused: pd.DataFrame, reference: pd.DataFrame) -> None:
+    """1e-6 relative; the mean and std of a layer's output entries to 1e-6 of their root
+    mean square (std's error grows as mean**2 / std, see PreactStd)."""
+    key = ["step", "layer", "depth", "quantity"]
+    merged = fused.merge(reference, on=key, suffixes=("_f", "_t"), how="outer", indicator=True)
+    assert (merged["_merge"] == "both").all()
+    ref = reference.set_index(["step", "layer", "quantity"])["value"]
+    for row in merged.itertuples():
+        a, b = row.value_f, row.value_t
+        abs_tol = 1e-12
+        if row.quantity in ("preact_mean", "preact_std"):
+            mean, std = ref[(row.step, row.layer, "preact_mean")], ref[(row.step, row.layer,
+                                                                         "preact_std")]
+            ms = mean**2 + std**2  # mean of the squared entries
+            abs_tol = 1e-6 * (math.sqrt(ms) if row.quantity == "preact_mean" else ms / std)
+        assert math.isclose(a, b, rel_tol=1e-6, abs_tol=abs_tol), (
+            f"{row.layer} {row.quantity} step {row.step}: fused {a!r}, torch {b!r}")
+
+
+def test_no_library_falls_back_to_torch_and_matches_brute_force(
+    problem: Problem, no_library: None
+) -> None:
+    model, x = make(problem)
+    assert native.moments(torch.ones(3)) is None  # the library is out of reach
+    ref = reference_frame(clone(model), x)
+    with gp.Probe(model) as probe:
+        loss_fn(model(x)).backward()
+        probe.step()
+    assert_frames_match(probe.frame(), ref, rtol=1e-6)
+
+
+def test_fused_path_matches_brute_force(problem: Problem) -> None:
+    model, x = make(problem)
+    ref = reference_frame(clone(model), x)
+    with gp.Probe(model) as probe:
+        loss_fn(model(x)).backward()
+        probe.step()
+    assert_frames_match(probe.frame(), ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["fused", "torch"])
+def test_tiny_float32_gradients_do_not_underflow(path: str, monkeypatch: pytest.MonkeyPatch
+                                                 ) -> None:
+    if path == "torch":
+        monkeypatch.setattr(build, "load", lambda: None)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 8))
+    x = torch.randn(64, 32)
+    with gp.Probe(model) as probe:
+        out = model(x)
+        out.retain_grad()
+        (out.sum() * 1e-24).backward()  # dL/d(out) ~ 2e-27: float32 squares are 0
+        probe.step()
+    assert float(torch.dot(out.grad.view(-1), out.grad.view(-1))) == 0.0  # float32 underflows
+    frame = probe.frame().set_index(["depth", "quantity"])["value"]
+    g = out.grad.double()
+    want = math.sqrt(float(g.pow(2).sum()) / len(x))
+    assert math.isclose(frame[(2, "backward_signal_norm")], want, rel_tol=1e-6)
+    for depth, layer in ((1, model[0]), (2, model[2])):
+        want_w = float(layer.weight.grad.double().norm())
+        assert want_w > 0
+        assert math.isclose(frame[(depth, "weight_grad_norm")], want_w, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("problem", [p for p in ZOO if p.id in ("cnn", "residual")],
+                         ids=lambda p: p.id)
+def test_non_contiguous_tensors_take_torch_path_and_stay_exact(problem: Problem) -> None:
+    model, x = make(problem)  # channels_last: conv outputs and gradients not contiguous
+    model = model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+    ref = reference_frame(clone(model), x)
+    with gp.Probe(model) as probe:
+        loss_fn(model(x)).backward()
+        probe.step()
+    assert_frames_match(probe.frame(), ref, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ the kernels themselves
+
+SIZES = [1, 63, 64, 513, 4096 + 7, 70_001, 300_000]
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_moments_within_5e7_of_float64(n: int, dtype: torch.dtype) -> None:
+    t = (torch.randn(n, dtype=torch.float64) * 3 + 0.5).to(dtype)
+    got = native.moments(t)
+    if got is None:
+        pytest.skip(f"no native library: {build.unavailable_reason()}")
+    exact = t.double()
+    assert math.isclose(got[1], float(exact.pow(2).sum()), rel_tol=5e-7)
+    assert math.isclose(got[0], float(exact.sum()), rel_tol=0,
+                        abs_tol=5e-7 * float(exact.abs().sum()))
+
+
+def test_kernel_results_do_not_depend_on_threads() -> None:
+    t = torch.randn(1_000_003)  # chunks of 65536 elements and more, on 1 or 2 threads
+    a = torch.relu(t[:1_000_000]).view(1000, 1000)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = native.moments(t), native.counts(a, True)
+        torch.set_num_threads(2)
+        two = native.moments(t), native.counts(a, True)
+    finally:
+        torch.set_num_threads(threads)
+    assert one == two
+
+
+def test_tiny_entries_are_summed_in_float64() -> None:
+    t = torch.full((1000,), 1e-25)
+    got = native.sum_sq(t, UNDERFLOW_SUM_SQ)
+    if got is None:
+        pytest.skip(f"no native library: {build.unavailable_reason()}")
+    assert math.isclose(got, 1000 * float(torch.tensor(1e-25).double()) ** 2, rel_tol=1e-12)
+    assert float(tensors.torch_sum_sq(t)) == pytest.approx(got, rel=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(256, 33), (7,), (5, 3, 4, 2)])
+@pytest.mark.parametrize("nonzero", [False, True])
+def test_counts_equal_torch(shape: tuple[int, ...], nonzero: bool) -> None:
+    torch.manual_seed(0)
+    t = torch.randn(shape) * (torch.rand(shape) < 0.3)  # many exact zeros
+    if t.ndim >= 2:
+        t[:, 0] = 0.0  # a dead unit
+    for dtype in (torch.float32, torch.float64):
+        a = t.to(dtype) if nonzero else torch.relu(t.to(dtype))
+        batched = a.ndim >= 2
+        got = native.counts(a, batched, nonzero)
+        if got is None:
+            pytest.skip(f"no native library: {build.unavailable_reason()}")
+        flags = (a != 0) if nonzero else (a > 0)
+        per_unit = flags.reshape(a.shape[0], -1).sum(0) if batched else flags.reshape(-1)
+        assert got == (float(flags.sum()), float((per_unit > 0).sum()))
+
+
+def test_counts_skip_nan_as_torch_does() -> None:
+    a = torch.relu(torch.randn(8, 5))
+    a[:, 4] = 0.0
+    a[3, 2] = a[5, 4] = float("nan")
+    got = native.counts(a, batched=True)
+    if got is None:
+        pytest.skip(f"no native library: {build.unavailable_reason()}")
+    per_unit = torch.sign(a).sum(0)  # the torch path (sign(NaN) is 0)
+    assert got == (float(per_unit.sum()), float((per_unit > 0).sum()))
+    assert got[1] == 4  # column 4: only a NaN, not alive
+
+
+def test_copy_and_diff_sums_of_squares() -> None:
+    w = torch.randn(300, 257)
+    buf = torch.empty_like(w)
+    got = native.copy_sum_sq(w, buf)
+    if got is None:
+        pytest.skip(f"no native library: {build.unavailable_reason()}")
+    assert torch.equal(buf, w)
+    assert math.isclose(got, float(w.double().pow(2).sum()), rel_tol=5e-7)
+    after = w - 1e-3 * torch.randn_like(w)
+    diff = native.diff_sum_sq(after, buf)
+    assert math.isclose(diff, float((after - w).double().pow(2).sum()), rel_tol=5e-7)
+    assert torch.equal(buf, w)  # the difference is not written anywhere
+    # overlapping or mismatched tensors are left to torch
+    assert native.diff_sum_sq(w, w) is None
+    assert native.copy_sum_sq(w, torch.empty(3)) is None
+
+
+def test_what_the_kernels_do_not_take() -> None:
+    x = torch.randn(64, 32)
+    assert native.moments(x.t()) is None  # non-contiguous
+    assert native.moments(x.half()) is None  # half precision: torch, float32 accumulation
+    assert native.moments(torch.empty(0)) is None
+    assert native.counts(x.t(), batched=True) is None
+    # and the probe's helpers then take torch's way, with the same numbers
+    s, q = tensors.moments(x.t())
+    assert math.isclose(float(s), float(x.double().sum()), abs_tol=1e-4)
+    assert math.isclose(float(q), float(x.double().pow(2).sum()), rel_tol=1e-6)
