@@ -250,3 +250,32 @@ def test_what_the_kernels_do_not_take() -> None:
     s, q = tensors.moments(x.t())
     assert math.isclose(float(s), float(x.double().sum()), abs_tol=1e-4)
     assert math.isclose(float(q), float(x.double().pow(2).sum()), rel_tol=1e-6)
+
+
+def test_gradient_norms_are_those_at_step_after_clipping_and_accumulation() -> None:
+    """The gradients' sums of squares taken at accumulation are used only if the gradient
+    is unchanged at step(): clipped in place, replaced, or accumulated again, it is reread."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    x = torch.randn(32, 8)
+    with gp.Probe(model, quantities=["weight_grad_norm", "bias_grad_norm"]) as probe:
+        want = []
+        for change in ("clip", "replace", "accumulate", "none"):
+            model.zero_grad()
+            loss_fn(model(x)).backward()
+            if change == "clip":
+                nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
+            elif change == "replace":
+                model[0].weight.grad = model[0].weight.grad * 3.0
+            elif change == "accumulate":
+                probe.end_micro_batch()
+                loss_fn(model(2 * x)).backward()
+            want.append({(m, kind): float(getattr(model[m], kind).grad.double().norm())
+                         for m in (0, 2) for kind in ("weight", "bias")})
+            probe.step()
+    frame = probe.frame()
+    for step, expected in enumerate(want):
+        for (m, kind), value in expected.items():
+            got = frame.query(f"step == {step} and layer == '{m}' and "
+                              f"quantity == '{kind}_grad_norm'")["value"]
+            assert math.isclose(float(got.iloc[0]), value, rel_tol=1e-6), (step, m, kind)

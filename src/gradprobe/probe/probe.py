@@ -23,9 +23,10 @@ from gradprobe.probe.capture import ActKey, Capture
 from gradprobe.probe.compiled import CompiledSwitch
 from gradprobe.probe.coverage import Coverage, parameter_coverage
 from gradprobe.probe.functional import Functional
+from gradprobe.probe.params import Params
 from gradprobe.probe.quantities import SATURATION_THRESHOLD, Quantity, select
 from gradprobe.probe.rows import captures, step_rows
-from gradprobe.probe.tensors import Value, read_back, sum_sq
+from gradprobe.probe.tensors import Value, read_back
 from gradprobe.probe.updates import Updates
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class ProbeInUse(UserError):
     """A Probe entered (attached with ``with``) while already attached."""
 
 
-class Probe(Capture, Updates, Functional):
+class Probe(Capture, Updates, Functional, Params):
     """Measure, layer by layer, how the gradient shrinks or grows on its way to the input.
 
     Args:
@@ -196,6 +197,7 @@ class Probe(Capture, Updates, Functional):
         # weight -> (version, |W|**2, whether copied into its snapshot buffer) as taken at
         # the last recorded probe.step()
         self._w_sq: dict[torch.Tensor, tuple[int, Value, bool]] = {}
+        self._grad_sq = {}  # parameter -> (its .grad, version, |grad|**2) at accumulation
         self._warned_shared = False
         self._warned_blind = False
         # weight layer -> whether the node of its output consumes its input directly
@@ -396,6 +398,7 @@ class Probe(Capture, Updates, Functional):
         hooks = self._module_hooks
         if "params" in self._needs:
             hooks += [m.register_forward_pre_hook(self._norm_pre) for m in self._norms]
+            hooks += self._grad_hooks()
         if "activation" in self._needs:
             hooks += self._functional_hooks()
         for m in self._layer_h:
@@ -413,6 +416,7 @@ class Probe(Capture, Updates, Functional):
         for h in self._module_hooks:
             h.remove()
         self._module_hooks.clear()
+        self._grad_sq = {}
         self._switch.restore()
         self._installed = False
 
@@ -429,30 +433,6 @@ class Probe(Capture, Updates, Functional):
         self._micro_done = False  # end_micro_batch() called: capture ended for this step
 
     # ------------------------------------------------------------------ recording
-
-    def _capture_params(self) -> None:
-        """Sums of squares of weights, weight grads, bias grads and norm-layer grads. A
-        weight a watched optimizer will step is copied for its update in the same pass."""
-        snap = self._watched_ids() if "update" in self._needs else set()
-        self._w_sq = {}
-        for m in self._depth:
-            h = self._layer_h[m]
-            w, b = h.get_weight(m), h.get_bias(m)
-            if w is not None:
-                taken = id(w) in snap
-                sq = self._snapshot(w, w.detach())[1] if taken else sum_sq(w.detach())
-                self._push(m, "w_sq", sq)
-                if self._optimizers:  # for the snapshot of a watched optimizer (_opt_pre)
-                    self._w_sq[w] = (w._version, sq, taken)
-                if w.grad is not None:
-                    self._push(m, "wg_sq", sum_sq(w.grad.detach()))
-            if b is not None and b.grad is not None:
-                self._push(m, "bg_sq", sum_sq(b.grad.detach()))
-        for key in self._norm_keys:
-            grads = [p.grad.detach().reshape(-1) for p in key[0].parameters(recurse=False)
-                     if p.grad is not None]
-            if grads:
-                self._push(key, self._norms[key[0]], sum_sq(torch.cat(grads)))
 
     def _record(self, step: int) -> None:
         """Read the step's primitives back (one batch, with any update norms still on the
