@@ -279,3 +279,58 @@ def test_gradient_norms_are_those_at_step_after_clipping_and_accumulation() -> N
             got = frame.query(f"step == {step} and layer == '{m}' and "
                               f"quantity == '{kind}_grad_norm'")["value"]
             assert math.isclose(float(got.iloc[0]), value, rel_tol=1e-6), (step, m, kind)
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (3, 5000), (1000, 3), (7, 2, 3, 5)])
+def test_moments_counts_equal_moments_and_counts(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    t = torch.randn(shape) * (torch.rand(shape) < 0.5)
+    got = native.moments_counts(t, batched=True)
+    if got is None:
+        pytest.skip(f"no native library: {build.unavailable_reason()}")
+    s, q = native.moments(t)  # type: ignore[misc]
+    assert math.isclose(got[0], s, rel_tol=1e-6, abs_tol=1e-6 * float(t.abs().sum()))
+    assert math.isclose(got[1], q, rel_tol=1e-6)
+    assert got[2:] == native.counts(torch.relu(t), batched=True)
+
+
+class _Shifted(nn.Module):
+    """Linear -> (in place: +shift, unless 0) -> ReLU (in place or not) -> Linear."""
+
+    def __init__(self, shift: float, inplace: bool) -> None:
+        super().__init__()
+        self.fc, self.act, self.out = nn.Linear(6, 12), nn.ReLU(inplace=inplace), nn.Linear(12, 2)
+        self.shift = shift
+        self.relu_out: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.fc(x)
+        if self.shift:
+            z.add_(self.shift)  # the ReLU's input is the layer's output, changed since
+        h = self.act(z)
+        self.relu_out.append(h.detach().clone())
+        return self.out(h)
+
+
+@pytest.mark.parametrize(("shift", "inplace"), [(0.0, False), (0.0, True), (0.7, False),
+                                                (-0.7, True)])
+def test_relu_counts_taken_with_the_layer_output_only_when_it_is_the_relu_input(
+    shift: float, inplace: bool
+) -> None:
+    torch.manual_seed(0)
+    model = _Shifted(shift, inplace)
+    x = torch.randn(40, 6)
+    with gp.Probe(model, quantities=["inactive_fraction", "dead_unit_fraction",
+                                     "preact_mean"]) as probe:
+        for _ in range(3):  # the first recorded step learns that fc feeds the ReLU
+            model.zero_grad()
+            model(x).pow(2).sum().backward()
+            probe.step()
+    frame = probe.frame()
+    for step, h in enumerate(model.relu_out):
+        rows = frame[(frame.step == step) & (frame.layer == "act")].set_index("quantity")
+        active = h > 0
+        assert rows.loc["inactive_fraction", "value"] == pytest.approx(
+            1 - float(active.double().mean()), rel=1e-12, abs=1e-12)
+        assert rows.loc["dead_unit_fraction", "value"] == pytest.approx(
+            float((~active.any(0)).double().mean()), rel=1e-12, abs=1e-12)

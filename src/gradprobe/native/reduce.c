@@ -235,3 +235,43 @@ void gradprobe_diff_sum_sq_f32(const float *a, const float *b, int64_t n, double
 
 COUNTS(gradprobe_counts_f32, float)
 COUNTS(gradprobe_counts_f64, double)
+
+#define L1_CHUNK 2048 /* elements read a second time while still in the L1 cache */
+
+/* float32 x: (rows, cols), rows, cols >= 1: out[0..1] as gradprobe_moments_f32, out[2..3]
+ * as gradprobe_counts_f32 of the entries > 0, in one read of x from memory (the counts
+ * reread a few rows at a time from the L1 cache). Single-threaded. Returns 0, or -1 when
+ * out of memory. */
+int gradprobe_moments_counts_f32(const float *x, int64_t rows, int64_t cols, double *out,
+                                 double tiny)
+{
+    int32_t *restrict cnt = calloc((size_t)cols, sizeof(int32_t));
+    if (cnt == NULL)
+        return -1;
+    int64_t step = cols >= L1_CHUNK ? 1 : L1_CHUNK / cols;
+    double sum = 0, sq = 0, part[2];
+    for (int64_t r0 = 0; r0 < rows; r0 += step) {
+        int64_t r1 = r0 + step < rows ? r0 + step : rows;
+        moments_f32(x + r0 * cols, NULL, NULL, (r1 - r0) * cols, part);
+        sum += part[0];
+        sq += part[1];
+        for (int64_t r = r0; r < r1; ++r) {
+            const float *restrict row = x + r * cols;
+            for (int64_t c = 0; c < cols; ++c)
+                cnt[c] += row[c] > 0;
+        }
+    }
+    int64_t total = 0, alive = 0;
+    for (int64_t c = 0; c < cols; ++c) {
+        total += cnt[c];
+        alive += cnt[c] > 0;
+    }
+    free(cnt);
+    out[0] = sum;
+    out[1] = sq;
+    if (sq < tiny)
+        moments_wide_f32(x, rows * cols, out);
+    out[2] = (double)total;
+    out[3] = (double)alive;
+    return 0;
+}

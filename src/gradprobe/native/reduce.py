@@ -21,7 +21,7 @@ import torch
 
 from gradprobe.native import build
 
-__all__ = ["copy_sum_sq", "counts", "diff_sum_sq", "moments", "sum_sq"]
+__all__ = ["copy_sum_sq", "counts", "diff_sum_sq", "moments", "moments_counts", "sum_sq"]
 
 _P, _N, _D, _I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
 _SIGNATURES = {
@@ -31,6 +31,7 @@ _SIGNATURES = {
     "gradprobe_diff_sum_sq_f32": ([_P, _P, _N, _P, _D, _I], None),
     "gradprobe_counts_f32": ([_P, _N, _N, _I, _P], ctypes.c_int),
     "gradprobe_counts_f64": ([_P, _N, _N, _I, _P], ctypes.c_int),
+    "gradprobe_moments_counts_f32": ([_P, _N, _N, _P, _D], ctypes.c_int),
 }
 _typed: list[ctypes.CDLL] = []  # the library once its kernels have their signatures
 
@@ -47,7 +48,8 @@ def _lib() -> ctypes.CDLL | None:
 
 
 def _fits(t: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> bool:
-    return t.device.type == "cpu" and t.dtype in dtypes and t.is_contiguous() and t.numel() > 0
+    # is_cpu and a tuple test: a few hundred ns less per call than device.type == "cpu"
+    return t.is_cpu and t.dtype in dtypes and t.is_contiguous() and t.numel() > 0
 
 
 _F32 = (torch.float32,)
@@ -61,11 +63,13 @@ def moments(t: torch.Tensor, tiny: float = 0.0) -> tuple[float, float] | None:
         >>> moments(torch.ones(4)) in (None, (4.0, 4.0))
         True
     """
-    lib = _lib() if _fits(t, _FLOATS) else None
+    if not _fits(t, _FLOATS):
+        return None
+    lib = _lib()
     if lib is None:
         return None
     out = (_D * 2)()
-    if t.dtype == torch.float32:
+    if t.dtype is torch.float32:
         lib.gradprobe_moments_f32(t.data_ptr(), t.numel(), out, tiny, torch.get_num_threads())
     else:
         lib.gradprobe_moments_f64(t.data_ptr(), t.numel(), out, torch.get_num_threads())
@@ -140,6 +144,28 @@ def counts(t: torch.Tensor, batched: bool, nonzero: bool = False
     if kernel(t.data_ptr(), rows, cols, int(nonzero), out) != 0:
         return None  # out of memory for the per-unit counts: torch's way
     return out[0], out[1]
+
+
+def moments_counts(t: torch.Tensor, batched: bool, tiny: float = 0.0
+                   ) -> tuple[float, float, float, float] | None:
+    """:func:`moments` and :func:`counts` (entries > 0) of a float32 tensor in one read, or
+    None (use those, or torch).
+
+    Example:
+        >>> moments_counts(torch.tensor([[0.0, 2.0], [0.0, 3.0]]), True) in (
+        ...     None, (5.0, 13.0, 2.0, 1.0))
+        True
+    """
+    if not _fits(t, _F32):
+        return None
+    lib = _lib()
+    if lib is None:
+        return None
+    rows = t.shape[0] if batched and t.ndim >= 1 else 1
+    out = (_D * 4)()
+    if lib.gradprobe_moments_counts_f32(t.data_ptr(), rows, t.numel() // rows, out, tiny):
+        return None
+    return out[0], out[1], out[2], out[3]
 
 
 def _pair(a: torch.Tensor, b: torch.Tensor) -> bool:

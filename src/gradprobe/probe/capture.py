@@ -21,6 +21,7 @@ from gradprobe.probe.tensors import (
     hook_grad,
     input_index,
     moments,
+    moments_counts,
     params_only,
     sum_sq,
 )
@@ -32,6 +33,9 @@ class Capture:
     """Forward, backward and activation hooks (mixin; state lives on the Probe)."""
 
     _act_h: dict[nn.Module, Any]
+    _feeds_relu: set[nn.Module]  # weight layers whose output a ReLU module took
+    _counted: tuple[torch.Tensor, int, float, float] | None  # (output, version, counts)
+    _last_out: tuple[nn.Module, torch.Tensor] | None  # the last weight layer's output
     _micro_done: bool
     _sat_levels: dict[nn.Module, tuple[float, float]]
 
@@ -139,9 +143,7 @@ class Capture:
             "out_numel": out.numel(),
         }
         if "forward" in self._needs:
-            total, sq = moments(out.detach())  # y: (batch, ...)
-            self._push(module, "out_sum", total)
-            self._push(module, "out_sq", sq)
+            self._forward_sums(module, out)
         if "grad_out" in self._needs and out.requires_grad:
             edge = self._gin_edge.pop(module, None)
             if edge is not None:
@@ -215,13 +217,40 @@ class Capture:
         self._push(key, "dphi_sq", sum_sq(d))
         self._push_counts(key, d, batched, "nonzero")
 
+    def _forward_sums(self, module: nn.Module, out: torch.Tensor) -> None:
+        """sum(y), sum(y**2) of the layer's output y; where y fed a ReLU on an earlier
+        recorded step, also its counts of y > 0 in the same read, left for the ReLU's hook
+        (relu(y) > 0 iff y > 0)."""
+        y = out.detach()  # (batch, ...)
+        both = None
+        if module in self._feeds_relu and "activation" in self._needs:
+            both = moments_counts(y, y.ndim >= 2)
+        if both is None:
+            total, sq = moments(y)
+        else:
+            total, sq, count, alive = both
+            self._counted = (out, out._version, count, alive)
+        self._last_out = (module, out)
+        self._push(module, "out_sum", total)
+        self._push(module, "out_sq", sq)
+
     def _relu_post(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         # ReLU from its output y = relu(z): phi'(z) = 1 iff y != 0, so counts suffice
         key = self._act_key(module, args)
         if key is None or not isinstance(out, torch.Tensor):
             return
         y = out.detach()  # (batch, ...)
-        self._push_counts(key, y, self._count_units(key, y), "active")
+        batched = self._count_units(key, y)
+        z, done = args[0], self._counted
+        # counted by the layer's hook: the same tensor, unchanged but by an in-place ReLU
+        if done is not None and z is done[0] and z._version == done[1] + (out is z):
+            self._push(key, "active", done[2])
+            self._push(key, "alive", done[3])
+        else:
+            self._push_counts(key, y, batched, "active")
+        self._counted = None
+        if self._last_out is not None and z is self._last_out[1]:
+            self._feeds_relu.add(self._last_out[0])  # from the next recorded step on
 
     def _push_counts(self, key: ActKey, a: torch.Tensor, batched: bool, name: str) -> None:
         """The number of entries of ``a`` that are nonzero (``name="nonzero"``; for

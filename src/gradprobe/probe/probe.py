@@ -203,6 +203,7 @@ class Probe(Capture, Updates, Functional, Params):
         # weight layer -> whether the node of its output consumes its input directly
         # (learned on its first recorded step; see _layer_pre)
         self._direct: dict[nn.Module, bool] = {}
+        self._feeds_relu: set[nn.Module] = set()
         self._gin_via_node = "grad_in" in self._needs
         self._init_functional()
         self._reset_step_state()
@@ -431,6 +432,7 @@ class Probe(Capture, Updates, Functional, Params):
         self._norm_keys: list[ActKey] = []
         self._gin_edge: dict[nn.Module, tuple[Any, int]] = {}  # layer -> its input's edge
         self._micro_done = False  # end_micro_batch() called: capture ended for this step
+        self._counted = self._last_out = None  # see Capture._forward_sums
 
     # ------------------------------------------------------------------ recording
 

@@ -41,6 +41,13 @@ def moments(t: torch.Tensor) -> tuple[Value, Value]:
     return (sum_(t), torch_sum_sq(t)) if both is None else both
 
 
+def moments_counts(t: torch.Tensor, batched: bool
+                   ) -> tuple[float, float, float, float] | None:
+    """(sum, sum of squares, entries > 0, units > 0 on some sample) in one native read; None
+    where the kernel cannot take ``t`` (then :func:`moments` and :func:`counts`)."""
+    return native.moments_counts(t, batched, UNDERFLOW_SUM_SQ)
+
+
 def copy_sum_sq(src: torch.Tensor, dst: torch.Tensor) -> Value:
     """``dst.copy_(src)`` and sum(src**2), one native pass where it can."""
     value = native.copy_sum_sq(src, dst, UNDERFLOW_SUM_SQ)
