@@ -255,7 +255,14 @@ int gradprobe_moments_counts_f32(const float *x, int64_t rows, int64_t cols, dou
         moments_f32(x + r0 * cols, NULL, NULL, (r1 - r0) * cols, part);
         sum += part[0];
         sq += part[1];
-        for (int64_t r = r0; r < r1; ++r) {
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4) { /* cnt read and written once per 4 rows */
+            const float *restrict a = x + r * cols, *restrict b = a + cols;
+            const float *restrict c2 = b + cols, *restrict d = c2 + cols;
+            for (int64_t c = 0; c < cols; ++c)
+                cnt[c] += (a[c] > 0) + (b[c] > 0) + (c2[c] > 0) + (d[c] > 0);
+        }
+        for (; r < r1; ++r) {
             const float *restrict row = x + r * cols;
             for (int64_t c = 0; c < cols; ++c)
                 cnt[c] += row[c] > 0;
