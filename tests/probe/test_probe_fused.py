@@ -255,9 +255,12 @@ def test_what_the_kernels_do_not_take() -> None:
 def test_gradient_norms_are_those_at_step_after_clipping_and_accumulation() -> None:
     """The gradients' sums of squares taken at accumulation are used only if the gradient
     is unchanged at step(): clipped in place, replaced, or accumulated again, it is reread."""
+    from gradprobe.probe.params import HOT_MIN_NUMEL
+
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
-    x = torch.randn(32, 8)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 4))
+    assert model[0].weight.numel() >= HOT_MIN_NUMEL > model[2].weight.numel()  # both ways
+    x = torch.randn(32, 64)
     with gp.Probe(model, quantities=["weight_grad_norm", "bias_grad_norm"]) as probe:
         want = []
         for change in ("clip", "replace", "accumulate", "none"):

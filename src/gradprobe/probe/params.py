@@ -19,6 +19,9 @@ from torch.utils.hooks import RemovableHandle
 
 from gradprobe.probe.tensors import Value, sum_sq
 
+#: Parameters with fewer entries have their gradient's sum of squares taken at step().
+HOT_MIN_NUMEL = 4096
+
 
 class Params:
     """Parameter sums of squares (mixin; state lives on the Probe)."""
@@ -27,12 +30,14 @@ class Params:
     _grad_sq: dict[torch.Tensor, tuple[torch.Tensor, int, Value]]
 
     def _grad_hooks(self) -> list[RemovableHandle]:
-        """Post-accumulate hooks on the weight layers' CPU leaf parameters (each once)."""
+        """Post-accumulate hooks on the weight layers' CPU leaf parameters (each once) that
+        are large enough for the cache to matter (not biases: a hook costs more there)."""
         self._grad_sq = {}
         params: dict[int, torch.Tensor] = {}
         for m, h in self._layer_h.items():
             for p in (h.get_weight(m), h.get_bias(m)):
-                if p is not None and p.is_leaf and p.requires_grad and p.is_cpu:
+                if (p is not None and p.is_leaf and p.requires_grad and p.is_cpu
+                        and p.numel() >= HOT_MIN_NUMEL):
                     params[id(p)] = p
         return [p.register_post_accumulate_grad_hook(self._on_accumulated)
                 for p in params.values()]

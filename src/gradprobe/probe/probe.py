@@ -447,7 +447,7 @@ class Probe(Capture, Updates, Functional, Params):
         tensors = self._tensors + [t for i in self._open_updates for t in self._pending[i][3:]]
         values = read_back(tensors)
         self._resolve_updates(values[n_step:])
-        prims: dict[Any, dict[str, float]] = {k: dict(v) for k, v in self._host.items()}
+        prims = self._host  # this step's own (a new one after step()): no copy needed
         for (key, name), v in zip(self._keys, values[:n_step], strict=True):
             prims.setdefault(key, {})[name] = v
         self._pending.append(("step", step, prims, self._act_keys))
