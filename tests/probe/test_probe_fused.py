@@ -337,3 +337,57 @@ def test_relu_counts_taken_with_the_layer_output_only_when_it_is_the_relu_input(
             1 - float(active.double().mean()), rel=1e-12, abs=1e-12)
         assert rows.loc["dead_unit_fraction", "value"] == pytest.approx(
             float((~active.any(0)).double().mean()), rel=1e-12, abs=1e-12)
+
+
+def test_diff_copy_leaves_the_copy_and_both_sums() -> None:
+    torch.manual_seed(0)
+    for size, scale in ((1.0, 1e-3), (1e-19, 1e-20)):  # 1e-19: float32 squares underflow
+        before = size * torch.randn(300, 70)
+        after = before + scale * torch.randn_like(before)
+        buf = before.clone()
+        got = native.diff_copy(after, buf, UNDERFLOW_SUM_SQ)
+        if got is None:
+            pytest.skip(f"no native library: {build.unavailable_reason()}")
+        exact = (after - before).double().pow(2).sum()
+        assert float(exact) > 0
+        assert math.isclose(got[0], float(exact), rel_tol=5e-7)
+        assert math.isclose(got[1], float(after.double().pow(2).sum()), rel_tol=5e-7)
+        assert torch.equal(buf, after)
+
+
+@pytest.mark.parametrize("path", ["fused", "torch"])
+def test_update_ratio_exact_when_weights_change_between_update_and_step(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy left by an update (and its |W|**2) is used at the next step only if the
+    weights are unchanged: edited after the update or after probe.step(), they are reread."""
+    if path == "torch":
+        monkeypatch.setattr(build, "load", lambda: None)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 3))
+    x = torch.randn(32, 64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    want_update, want_norm = [], []
+    with gp.Probe(model, quantities=["update_to_weight_ratio", "weight_norm"]) as probe:
+        probe.watch(opt)
+        for t in range(6):
+            loss_fn(model(x)).backward()
+            want_norm.append(float(model[0].weight.detach().double().norm()))
+            probe.step()
+            if t == 2:  # between probe.step() and the optimizer step
+                with torch.no_grad():
+                    model[0].weight.mul_(1.5)
+            before = model[0].weight.detach().double().clone()
+            opt.step()
+            opt.zero_grad()
+            after = model[0].weight.detach().double()
+            want_update.append(float((after - before).norm() / before.norm()))
+            if t == 3:  # after the update, before the next probe.step()
+                with torch.no_grad():
+                    model[0].weight.add_(0.25)
+    frame = probe.frame().query("layer == '0'").sort_values("step")
+    got_update = frame[frame.quantity == "update_to_weight_ratio"]["value"].tolist()
+    got_norm = frame[frame.quantity == "weight_norm"]["value"].tolist()
+    assert len(got_update) == len(got_norm) == 6
+    for g, w in zip(got_update + got_norm, want_update + want_norm, strict=True):
+        assert math.isclose(g, w, rel_tol=1e-6)

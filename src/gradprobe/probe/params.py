@@ -57,15 +57,21 @@ class Params:
 
     def _capture_params(self) -> None:
         """Sums of squares of weights, weight grads, bias grads and norm-layer grads. A
-        weight a watched optimizer will step is copied for its update in the same pass."""
+        weight a watched optimizer will step is copied for its update in the same pass
+        (unless the last update left the copy, see :mod:`gradprobe.probe.updates`)."""
         snap = self._watched_ids() if "update" in self._needs else set()
-        self._w_sq = {}
+        old, self._w_sq = self._w_sq, {}
         for m in self._depth:
             h = self._layer_h[m]
             w, b = h.get_weight(m), h.get_bias(m)
             if w is not None:
-                taken = id(w) in snap
-                sq = self._snapshot(w, w.detach())[1] if taken else sum_sq(w.detach())
+                taken, seen = id(w) in snap, old.get(w)
+                if taken and seen is not None and seen[2] and seen[0] == w._version:
+                    sq = seen[1]  # copied with |W|**2 at the last update, unchanged since
+                elif taken:
+                    sq = self._snapshot(w, w.detach())[1]
+                else:
+                    sq = sum_sq(w.detach())
                 self._push(m, "w_sq", sq)
                 if self._optimizers:  # for the snapshot of a watched optimizer (_opt_pre)
                     self._w_sq[w] = (w._version, sq, taken)

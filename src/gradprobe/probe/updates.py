@@ -2,8 +2,11 @@
 
 A mixin of :class:`gradprobe.probe.probe.Probe`, which owns the state it uses: before an
 optimizer step that applies a recorded step's gradient the weights are copied (into
-buffers kept between steps; where :meth:`Probe.step` ran first, it took the copy together
-with |W|**2), after it the difference's norm is queued for read-back.
+buffers kept between steps), after it the difference's norm is queued for read-back. The
+copies cost no pass of their own in a loop that records every step: after an update the
+pass that takes the difference also copies the new weights and their |W|**2, which the next
+:meth:`Probe.step` uses if the weights are unchanged by then (version counter); otherwise
+``step()`` takes the copy together with |W|**2.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import torch
 from torch import nn
 
 from gradprobe.probe.rows import update_rows
-from gradprobe.probe.tensors import Value, copy_sum_sq, diff_sum_sq
+from gradprobe.probe.tensors import Value, copy_sum_sq, diff_copy, diff_sum_sq
 
 
 class Updates:
@@ -62,7 +65,7 @@ class Updates:
                     b, sq = self._snapshot(p, w)
                 before.append(b)  # reused for the difference
                 before_sq.append(sq)
-            self._snapshots[id(opt)] = (step, layers, weights, before, before_sq)
+            self._snapshots[id(opt)] = (step, layers, params, weights, before, before_sq)
 
     def _watched_ids(self) -> set[int]:
         """ids of the parameters a watched optimizer steps."""
@@ -82,8 +85,16 @@ class Updates:
         entry = self._snapshots.pop(id(opt), None)
         if entry is None:
             return
-        step, layers, weights, before, before_sq = entry
-        updates = [diff_sum_sq(w, b) for w, b in zip(weights, before, strict=True)]
+        step, layers, params, weights, before, before_sq = entry
+        updates: list[Value] = []
+        ahead = self.recording  # the next probe.step() records: keep the copy for its update
+        for p, w, b in zip(params, weights, before, strict=True):
+            if ahead:  # the difference, |W_after|**2 and the copy W_after in one pass
+                u, sq = diff_copy(w, b)
+                self._w_sq[p] = (p._version, sq, True)
+            else:
+                u = diff_sum_sq(w, b)
+            updates.append(u)
         for m, u, o in zip(layers, updates, before_sq, strict=True):
             self._open_updates.append(len(self._pending))
             self._pending.append(("update", step, m, u, o))
