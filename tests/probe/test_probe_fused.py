@@ -356,11 +356,12 @@ def test_diff_copy_leaves_the_copy_and_both_sums() -> None:
 
 
 @pytest.mark.parametrize("path", ["fused", "torch"])
-def test_update_ratio_exact_when_weights_change_between_update_and_step(
+def test_update_ratio_and_norm_exact_when_weights_change_between_passes(
     path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The copy left by an update (and its |W|**2) is used at the next step only if the
-    weights are unchanged: edited after the update or after probe.step(), they are reread."""
+    """The copy left by an update or the forward (and its |W|**2) is used at the next step
+    only if the weights are unchanged: edited after the update, after the forward or after
+    probe.step(), they are reread."""
     if path == "torch":
         monkeypatch.setattr(build, "load", lambda: None)
     torch.manual_seed(0)
@@ -372,6 +373,9 @@ def test_update_ratio_exact_when_weights_change_between_update_and_step(
         probe.watch(opt)
         for t in range(6):
             loss_fn(model(x)).backward()
+            if t == 4:  # between the forward (which took |W|**2) and probe.step()
+                with torch.no_grad():
+                    model[0].weight.mul_(0.5)
             want_norm.append(float(model[0].weight.detach().double().norm()))
             probe.step()
             if t == 2:  # between probe.step() and the optimizer step

@@ -144,6 +144,8 @@ class Capture:
         }
         if "forward" in self._needs:
             self._forward_sums(module, out)
+        if "params" in self._needs:
+            self._weight_sq(module)
         if "grad_out" in self._needs and out.requires_grad:
             edge = self._gin_edge.pop(module, None)
             if edge is not None:

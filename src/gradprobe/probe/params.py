@@ -55,10 +55,24 @@ class Params:
             return seen[2]
         return sum_sq(g.detach())  # type: ignore[union-attr]
 
+    def _weight_sq(self, m: nn.Module) -> None:
+        """|W|**2 of layer ``m`` in its forward hook, while the matmul has left W in the
+        cache (a watched W is also copied for its update in the same pass), for step() to
+        use if W is unchanged by then; nothing if the last update left both."""
+        w = self._layer_h[m].get_weight(m)
+        if w is None:
+            return
+        taken = "update" in self._needs and id(w) in self._watched_ids()
+        seen = self._w_sq.get(w)
+        if seen is not None and seen[0] == w._version and (seen[2] or not taken):
+            return
+        sq = self._snapshot(w, w.detach())[1] if taken else sum_sq(w.detach())
+        self._w_sq[w] = (w._version, sq, taken)
+
     def _capture_params(self) -> None:
-        """Sums of squares of weights, weight grads, bias grads and norm-layer grads. A
-        weight a watched optimizer will step is copied for its update in the same pass
-        (unless the last update left the copy, see :mod:`gradprobe.probe.updates`)."""
+        """Sums of squares of weights, weight grads, bias grads and norm-layer grads. |W|**2
+        (and the copy of a watched W) comes from the forward or the last update if W is
+        unchanged since (version counter); else it is taken here."""
         snap = self._watched_ids() if "update" in self._needs else set()
         old, self._w_sq = self._w_sq, {}
         for m in self._depth:
@@ -66,15 +80,14 @@ class Params:
             w, b = h.get_weight(m), h.get_bias(m)
             if w is not None:
                 taken, seen = id(w) in snap, old.get(w)
-                if taken and seen is not None and seen[2] and seen[0] == w._version:
-                    sq = seen[1]  # copied with |W|**2 at the last update, unchanged since
+                if seen is not None and seen[0] == w._version and (seen[2] or not taken):
+                    sq, taken = seen[1], seen[2]
                 elif taken:
                     sq = self._snapshot(w, w.detach())[1]
                 else:
                     sq = sum_sq(w.detach())
                 self._push(m, "w_sq", sq)
-                if self._optimizers:  # for the snapshot of a watched optimizer (_opt_pre)
-                    self._w_sq[w] = (w._version, sq, taken)
+                self._w_sq[w] = (w._version, sq, taken)  # for a watched optimizer's _opt_pre
                 if w.grad is not None:
                     self._push(m, "wg_sq", self._grad_sum_sq(w))
             if b is not None and b.grad is not None:

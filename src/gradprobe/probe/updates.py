@@ -68,9 +68,14 @@ class Updates:
             self._snapshots[id(opt)] = (step, layers, params, weights, before, before_sq)
 
     def _watched_ids(self) -> set[int]:
-        """ids of the parameters a watched optimizer steps."""
-        return {id(p) for opt in self._optimizers for group in opt.param_groups
-                for p in group["params"]}
+        """ids of the parameters a watched optimizer steps (gathered once per step)."""
+        key = (self._step, len(self._optimizers))
+        cached = getattr(self, "_watched_at", None)
+        if cached is None or cached[0] != key:
+            ids = {id(p) for opt in self._optimizers for group in opt.param_groups
+                   for p in group["params"]}
+            cached = self._watched_at = (key, ids)
+        return cached[1]
 
     def _snapshot(self, p: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, Value]:
         """A copy of ``w`` (parameter ``p`` detached) in a buffer kept for ``p`` between
