@@ -87,7 +87,6 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = build(args.width).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     x = torch.randn(BATCH, args.width, device=device)
     y = torch.randint(0, CLASSES, (BATCH,), device=device)
@@ -96,39 +95,31 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    def backward() -> None:
-        loss_fn(model(x), y).backward()
-
-    def update() -> None:
-        opt.step()
-        opt.zero_grad()
-
-    def run_bare(n: int) -> None:
-        for _ in range(n):
-            backward()
-            update()
-
-    def run_probe(every: int, watch: bool, quantities: list[str] | None = None,
+    def run_probe(every: int | None, watch: bool = False, quantities: list[str] | None = None,
                   reductions: str = "native") -> Callable[[int], None]:
-        own = copy.deepcopy(model)  # attached throughout: the others never run its hooks
+        """Steps of a private copy of the model (bare too, so that all are alike), with a
+        probe attached throughout (``every=None``: none)."""
+        own = copy.deepcopy(model)
         own_opt = torch.optim.SGD(own.parameters(), lr=1e-3)
-        probe = gp.Probe(own, every=every, quantities=quantities)
-        if watch:
-            probe.watch(own_opt)
-        probe.attach()
+        probe = None if every is None else gp.Probe(own, every=every, quantities=quantities)
+        if probe is not None:
+            if watch:
+                probe.watch(own_opt)
+            probe.attach()
 
         def run(n: int) -> None:
             with reductions_as(reductions):
                 for _ in range(n):
                     loss_fn(own(x), y).backward()
-                    probe.step()
+                    if probe is not None:
+                        probe.step()
                     own_opt.step()
                     own_opt.zero_grad()
 
         return run
 
     variants: dict[str, Callable[[int], None]] = {
-        "bare": run_bare,
+        "bare": run_probe(None),
         "probe every=1": run_probe(1, watch=True),
         "probe every=1, torch reductions": run_probe(1, watch=True, reductions="torch"),
         "probe every=1, no watch": run_probe(1, watch=False),
