@@ -65,9 +65,7 @@ def moments(t: torch.Tensor, tiny: float = 0.0) -> tuple[float, float] | None:
         >>> moments(torch.ones(4)) in (None, (4.0, 4.0))
         True
     """
-    if not _fits(t, _FLOATS):
-        return None
-    lib = _lib()
+    lib = _lib() if _fits(t, _FLOATS) else None
     if lib is None:
         return None
     out = (_D * 2)()
@@ -98,13 +96,8 @@ def copy_sum_sq(src: torch.Tensor, dst: torch.Tensor, tiny: float = 0.0) -> floa
         >>> copy_sum_sq(torch.tensor([3.0, 4.0]), dst) in (None, 25.0)
         True
     """
-    lib = _lib() if _pair(src, dst) else None
-    if lib is None:
-        return None
-    out = (_D * 2)()
-    lib.gradprobe_copy_sum_sq_f32(src.data_ptr(), dst.data_ptr(), src.numel(), out, tiny,
-                                  torch.get_num_threads())
-    return out[1]
+    out = _on_pair("gradprobe_copy_sum_sq_f32", src, dst, tiny, torch.get_num_threads())
+    return None if out is None else out[1]
 
 
 def diff_sum_sq(a: torch.Tensor, b: torch.Tensor, tiny: float = 0.0) -> float | None:
@@ -115,13 +108,8 @@ def diff_sum_sq(a: torch.Tensor, b: torch.Tensor, tiny: float = 0.0) -> float | 
         >>> diff_sum_sq(torch.tensor([3.0, 4.0]), torch.zeros(2)) in (None, 25.0)
         True
     """
-    lib = _lib() if _pair(a, b) else None
-    if lib is None:
-        return None
-    out = (_D * 2)()
-    lib.gradprobe_diff_sum_sq_f32(a.data_ptr(), b.data_ptr(), a.numel(), out, tiny,
-                                  torch.get_num_threads())
-    return out[1]
+    out = _on_pair("gradprobe_diff_sum_sq_f32", a, b, tiny, torch.get_num_threads())
+    return None if out is None else out[1]
 
 
 def diff_copy(a: torch.Tensor, b: torch.Tensor, tiny: float = 0.0
@@ -135,12 +123,8 @@ def diff_copy(a: torch.Tensor, b: torch.Tensor, tiny: float = 0.0
         >>> diff_copy(torch.tensor([3.0, 4.0]), b) in (None, (25.0, 25.0))
         True
     """
-    lib = _lib() if _pair(a, b) else None
-    if lib is None:
-        return None
-    out = (_D * 2)()
-    lib.gradprobe_diff_copy_f32(a.data_ptr(), b.data_ptr(), a.numel(), out, tiny)
-    return out[0], out[1]
+    out = _on_pair("gradprobe_diff_copy_f32", a, b, tiny)
+    return None if out is None else (out[0], out[1])
 
 
 def counts(t: torch.Tensor, batched: bool, nonzero: bool = False
@@ -177,9 +161,7 @@ def moments_counts(t: torch.Tensor, batched: bool, tiny: float = 0.0
         ...     None, (5.0, 13.0, 2.0, 1.0))
         True
     """
-    if not _fits(t, _F32):
-        return None
-    lib = _lib()
+    lib = _lib() if _fits(t, _F32) else None
     if lib is None:
         return None
     rows = t.shape[0] if batched and t.ndim >= 1 else 1
@@ -187,6 +169,18 @@ def moments_counts(t: torch.Tensor, batched: bool, tiny: float = 0.0
     if lib.gradprobe_moments_counts_f32(t.data_ptr(), rows, t.numel() // rows, out, tiny):
         return None
     return out[0], out[1], out[2], out[3]
+
+
+def _on_pair(kernel: str, a: torch.Tensor, b: torch.Tensor, *extra: float | int
+             ) -> ctypes.Array | None:
+    """``kernel(a, b, n, out, *extra)`` on two float32 tensors; its two results, or None
+    when it cannot take them."""
+    lib = _lib() if _pair(a, b) else None
+    if lib is None:
+        return None
+    out = (_D * 2)()
+    getattr(lib, kernel)(a.data_ptr(), b.data_ptr(), a.numel(), out, *extra)
+    return out
 
 
 def _pair(a: torch.Tensor, b: torch.Tensor) -> bool:
