@@ -1,9 +1,10 @@
 """Probe: hook management, scheduling and the record.
 
 The probe hooks a model's weight layers and activation modules on the steps it records,
-leaves 0-d tensors ("primitives", see :mod:`gradprobe.probe.quantities`) while the forward
-and backward passes run, and at :meth:`Probe.step` reads them back in one batch and turns
-them into rows ``(step, layer, depth, quantity, value)``.
+leaves 0-d tensors ("primitives", see :mod:`gradprobe.probe.quantities`; plain floats where
+the CPU's one-pass kernels took them, :mod:`gradprobe.probe.tensors`) while the forward and
+backward passes run, and at :meth:`Probe.step` reads them back in one batch and turns them
+into rows ``(step, layer, depth, quantity, value)``.
 """
 
 from __future__ import annotations
