@@ -1,13 +1,16 @@
 """Probe overhead on a training step, measured as ratios to bare steps in one run.
 
 A 20-layer width-256 ReLU MLP, batch 256, SGD, on the CPU (``--device cuda`` for a GPU).
-Variants, interleaved round by round (who goes first rotates) so that machine drift hits
-all of them alike:
+Every variant trains its own copy of the model (same weights) with its probe attached
+throughout; variants are interleaved round by round, ``--steps`` steps each (who goes first
+rotates), so that machine drift hits all of them alike:
 
 * ``bare``: no probe;
 * ``probe every=1``: every step recorded, all quantities, optimizer watched
   (``update_to_weight_ratio``), as gradprobe's trainer runs it;
-* ``probe every=1, no watch``: the same without the optimizer snapshot;
+* ``probe every=1, torch reductions``: the same with the native one-pass kernels turned off
+  (what a machine without a C compiler runs; the path before issue 16);
+* ``probe every=1, no watch``: without the optimizer snapshot;
 * ``probe every=10``: one step in ten recorded (watched);
 * peers (``benchmarks/peers.py``), each run when its package is installed and named as
   skipped when not: one gradient norm per parameter (Lightning's ``grad_norm``), TensorBoard
@@ -21,27 +24,33 @@ Before timing, one step checks that gradprobe's ``weight_grad_norm`` equals auto
 Prints one line per variant: the median over rounds of (time per step / bare time per step
 in the same round). Targets (issue 16): every=1 <= 1.10x (stretch 1.05x), every=10 <= 1.02x.
 
-``--breakdown`` adds the probe with one capture at a time (every step, no watch).
+``--breakdown`` adds the probe with one capture at a time (every step, no watch), and the
+full probe with its reductions skipped (every hook, no pass over any tensor: the price of
+the hooks, the Python and the bookkeeping alone).
 
 Usage:
-    python benchmarks/probe_overhead.py [--rounds 15] [--steps 20] [--threads N]
+    python benchmarks/probe_overhead.py [--rounds 40] [--steps 2] [--threads N]
                                         [--device cpu|cuda] [--breakdown] [--no-peers]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
 import gradprobe as gp
+from gradprobe.native import build as native_build
+from gradprobe.native import reduce as native_reduce
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402  (the sibling module of peer variants)
@@ -60,8 +69,8 @@ def build(width: int = WIDTH) -> nn.Sequential:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--steps", type=int, default=20, help="steps per variant per round")
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=2, help="steps per variant per round")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--width", type=int, default=WIDTH, help="hidden width (and input size)")
@@ -78,7 +87,6 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = build(args.width).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     x = torch.randn(BATCH, args.width, device=device)
     y = torch.randint(0, CLASSES, (BATCH,), device=device)
@@ -87,38 +95,33 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    def backward() -> None:
-        loss_fn(model(x), y).backward()
-
-    def update() -> None:
-        opt.step()
-        opt.zero_grad()
-
-    def run_bare(n: int) -> None:
-        for _ in range(n):
-            backward()
-            update()
-
-    def run_probe(
-        every: int, watch: bool, quantities: list[str] | None = None
-    ) -> Callable[[int], None]:
-        probe = gp.Probe(model, every=every, quantities=quantities)
-        if watch:
-            probe.watch(opt)
+    def run_probe(every: int | None, watch: bool = False, quantities: list[str] | None = None,
+                  reductions: str = "native") -> Callable[[int], None]:
+        """Steps of a private copy of the model (bare too, so that all are alike), with a
+        probe attached throughout (``every=None``: none)."""
+        own = copy.deepcopy(model)
+        own_opt = torch.optim.SGD(own.parameters(), lr=1e-3)
+        probe = None if every is None else gp.Probe(own, every=every, quantities=quantities)
+        if probe is not None:
+            if watch:
+                probe.watch(own_opt)
+            probe.attach()
 
         def run(n: int) -> None:
-            probe.attach()
-            for _ in range(n):
-                backward()
-                probe.step()
-                update()
-            probe.detach()
+            with reductions_as(reductions):
+                for _ in range(n):
+                    loss_fn(own(x), y).backward()
+                    if probe is not None:
+                        probe.step()
+                    own_opt.step()
+                    own_opt.zero_grad()
 
         return run
 
     variants: dict[str, Callable[[int], None]] = {
-        "bare": run_bare,
+        "bare": run_probe(None),
         "probe every=1": run_probe(1, watch=True),
+        "probe every=1, torch reductions": run_probe(1, watch=True, reductions="torch"),
         "probe every=1, no watch": run_probe(1, watch=False),
         "probe every=10": run_probe(10, watch=True),
     }
@@ -159,6 +162,9 @@ def main() -> None:
             ("  hooks, no quantity", ["update_to_weight_ratio"]),
         ]:
             variants[label] = run_probe(1, watch=False, quantities=qs)
+            steps_of[label] = args.steps
+        variants["  every=1, reductions skipped"] = run_probe(1, watch=True, reductions="skip")
+        steps_of["  every=1, reductions skipped"] = args.steps
     names = list(variants)
     times: dict[str, list[float]] = {k: [] for k in names}
     for r in range(args.rounds + 1):  # round 0 warms up and is dropped
@@ -181,13 +187,46 @@ def main() -> None:
         f"# {DEPTH}-layer width-{args.width} ReLU MLP, batch {BATCH}, SGD on {where}; "
         f"torch {torch.__version__}; {args.rounds} rounds x {args.steps} steps"
     )
+    reason = native_build.unavailable_reason()
+    print(f"# native one-pass reductions: {'off (' + reason + ')' if reason else 'on'}")
     bare = times["bare"]
     for name in names:
         ratio = statistics.median(t / b for t, b in zip(times[name], bare, strict=True))
         ms = 1e3 * statistics.median(times[name])
-        print(f"{name:<30} {ratio:7.3f}x bare   ({ms:.2f} ms/step)")
+        print(f"{name:<34} {ratio:7.3f}x bare   ({ms:.2f} ms/step)")
     for line in skipped:
         print(f"skipped {line}")
+
+
+_SKIPPED = {  # stand-ins for the native reductions that touch no tensor
+    "moments": lambda t, tiny=0.0: (0.0, 1.0), "sum_sq": lambda t, tiny=0.0: 1.0,
+    "copy_sum_sq": lambda src, dst, tiny=0.0: 1.0, "diff_sum_sq": lambda a, b, tiny=0.0: 1.0,
+    "counts": lambda t, batched, nonzero=False: (1.0, 1.0),
+    "moments_counts": lambda t, batched, tiny=0.0: (0.0, 1.0, 1.0, 1.0),
+    "diff_copy": lambda a, b, tiny=0.0: (1.0, 1.0),
+}
+
+
+@contextlib.contextmanager
+def reductions_as(kind: str) -> Iterator[None]:
+    """``native``: as installed; ``torch``: the native library off (torch's reductions);
+    ``skip``: every reduction replaced by a constant (the hooks' cost alone)."""
+    if kind == "native":
+        yield
+        return
+    saved = {name: getattr(native_reduce, name) for name in _SKIPPED}
+    load = native_build.load
+    try:
+        if kind == "torch":
+            native_build.load = lambda: None  # type: ignore[assignment]
+        else:
+            for name, fn in _SKIPPED.items():
+                setattr(native_reduce, name, fn)
+        yield
+    finally:
+        native_build.load = load  # type: ignore[assignment]
+        for name, fn in saved.items():
+            setattr(native_reduce, name, fn)
 
 
 def check_norms(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> None:

@@ -16,12 +16,13 @@ import torch
 from torch import nn
 
 from gradprobe.probe.tensors import (
-    LOW_PRECISION,
-    count_positive,
+    Value,
+    counts,
     hook_grad,
     input_index,
+    moments,
+    moments_counts,
     params_only,
-    sum_,
     sum_sq,
 )
 
@@ -32,12 +33,21 @@ class Capture:
     """Forward, backward and activation hooks (mixin; state lives on the Probe)."""
 
     _act_h: dict[nn.Module, Any]
+    _feeds_relu: set[nn.Module]  # weight layers whose output a ReLU module took
+    _counted: tuple[torch.Tensor, int, float, float] | None  # (output, version, counts)
+    _last_out: tuple[nn.Module, torch.Tensor] | None  # the last weight layer's output
     _micro_done: bool
     _sat_levels: dict[nn.Module, tuple[float, float]]
 
-    def _push(self, key: Any, name: str, value: torch.Tensor) -> None:
-        self._tensors.append(value)
-        self._keys.append((key, name))
+    def _push(self, key: Any, name: str, value: Value) -> None:
+        if isinstance(value, float):  # already on the host
+            host = self._host.get(key)
+            if host is None:
+                host = self._host[key] = {}
+            host[name] = value
+        else:
+            self._tensors.append(value)
+            self._keys.append((key, name))
 
     def _depth_ranks(self) -> dict[int, int]:
         """Depth 1..n of each weight layer that ran, keyed by its order of first call
@@ -133,9 +143,9 @@ class Capture:
             "out_numel": out.numel(),
         }
         if "forward" in self._needs:
-            y = out.detach()  # (batch, ...)
-            self._push(module, "out_sum", sum_(y))
-            self._push(module, "out_sq", sum_sq(y))
+            self._forward_sums(module, out)
+        if "params" in self._needs:
+            self._weight_sq(module)
         if "grad_out" in self._needs and out.requires_grad:
             edge = self._gin_edge.pop(module, None)
             if edge is not None:
@@ -207,7 +217,24 @@ class Capture:
             self._push(key, "sat_low", (h < levels[0]).sum())
             self._push(key, "sat_high", (h > levels[1]).sum())
         self._push(key, "dphi_sq", sum_sq(d))
-        self._push_counts(key, d.abs(), batched, "nonzero")
+        self._push_counts(key, d, batched, "nonzero")
+
+    def _forward_sums(self, module: nn.Module, out: torch.Tensor) -> None:
+        """sum(y), sum(y**2) of the layer's output y; where y fed a ReLU on an earlier
+        recorded step, also its counts of y > 0 in the same read, left for the ReLU's hook
+        (relu(y) > 0 iff y > 0)."""
+        y = out.detach()  # (batch, ...)
+        both = None
+        if module in self._feeds_relu and "activation" in self._needs:
+            both = moments_counts(y, y.ndim >= 2)
+        if both is None:
+            total, sq = moments(y)
+        else:
+            total, sq, count, alive = both
+            self._counted = (out, out._version, count, alive)
+        self._last_out = (module, out)
+        self._push(module, "out_sum", total)
+        self._push(module, "out_sq", sq)
 
     def _relu_post(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         # ReLU from its output y = relu(z): phi'(z) = 1 iff y != 0, so counts suffice
@@ -215,22 +242,25 @@ class Capture:
         if key is None or not isinstance(out, torch.Tensor):
             return
         y = out.detach()  # (batch, ...)
-        self._push_counts(key, y, self._count_units(key, y), "active")
+        batched = self._count_units(key, y)
+        z, done = args[0], self._counted
+        # counted by the layer's hook: the same tensor, unchanged but by an in-place ReLU
+        if done is not None and z is done[0] and z._version == done[1] + (out is z):
+            self._push(key, "active", done[2])
+            self._push(key, "alive", done[3])
+        else:
+            self._push_counts(key, y, batched, "active")
+        self._counted = None
+        if self._last_out is not None and z is self._last_out[1]:
+            self._feeds_relu.add(self._last_out[0])  # from the next recorded step on
 
     def _push_counts(self, key: ActKey, a: torch.Tensor, batched: bool, name: str) -> None:
-        """From ``a >= 0``: the number of entries > 0 (as ``name``) and of units > 0 on some
-        sample ("alive"; a unit is dead iff |phi'| is 0 on every sample), one pass for
-        both: per-unit counts over the batch, then their sum and how many are > 0."""
-        if not batched:
-            self._push(key, name, count_positive(a))
-            self._push(key, "alive", (a > 0).sum())
-            return
-        if a.dtype in LOW_PRECISION:
-            per_unit = torch.sign(a).sum(0, dtype=torch.float32)
-        else:
-            per_unit = torch.sign(a).sum(0)  # exact: integer counts, at most the batch size
-        self._push(key, name, per_unit.sum())
-        self._push(key, "alive", (per_unit > 0).sum())
+        """The number of entries of ``a`` that are nonzero (``name="nonzero"``; for
+        "active", ``a`` is a ReLU output, >= 0) and of units nonzero on some sample
+        ("alive"; a unit is dead iff phi' is 0 on every sample), one pass for both."""
+        count, alive = counts(a, batched, nonzero=name == "nonzero")
+        self._push(key, name, count)
+        self._push(key, "alive", alive)
 
     def _count_units(self, key: ActKey, z: torch.Tensor) -> bool:
         n = z.numel()

@@ -1,9 +1,10 @@
 """Probe: hook management, scheduling and the record.
 
 The probe hooks a model's weight layers and activation modules on the steps it records,
-leaves 0-d tensors ("primitives", see :mod:`gradprobe.probe.quantities`) while the forward
-and backward passes run, and at :meth:`Probe.step` reads them back in one batch and turns
-them into rows ``(step, layer, depth, quantity, value)``.
+leaves 0-d tensors ("primitives", see :mod:`gradprobe.probe.quantities`; plain floats where
+the CPU's one-pass kernels took them, :mod:`gradprobe.probe.tensors`) while the forward and
+backward passes run, and at :meth:`Probe.step` reads them back in one batch and turns them
+into rows ``(step, layer, depth, quantity, value)``.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from gradprobe.probe.capture import ActKey, Capture
 from gradprobe.probe.compiled import CompiledSwitch
 from gradprobe.probe.coverage import Coverage, parameter_coverage
 from gradprobe.probe.functional import Functional
+from gradprobe.probe.params import Params
 from gradprobe.probe.quantities import SATURATION_THRESHOLD, Quantity, select
 from gradprobe.probe.rows import captures, step_rows
-from gradprobe.probe.tensors import read_back, sum_sqs
+from gradprobe.probe.tensors import Value, read_back
 from gradprobe.probe.updates import Updates
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ class ProbeInUse(UserError):
     """A Probe entered (attached with ``with``) while already attached."""
 
 
-class Probe(Capture, Updates, Functional):
+class Probe(Capture, Updates, Functional, Params):
     """Measure, layer by layer, how the gradient shrinks or grows on its way to the input.
 
     Args:
@@ -193,13 +195,16 @@ class Probe(Capture, Updates, Functional):
         self._open_updates: list[int] = []  # indices in _pending still holding tensors
         self._snapshots: dict[int, tuple[Any, ...]] = {}  # optimizer -> weights before
         self._snap_bufs: dict[torch.Tensor, torch.Tensor] = {}  # weight -> snapshot buffer
-        # weight -> (version, |W|**2) as taken at the last recorded probe.step()
-        self._w_sq: dict[torch.Tensor, tuple[int, torch.Tensor]] = {}
+        # weight -> (version, |W|**2, whether copied into its snapshot buffer) as taken at
+        # the last recorded probe.step()
+        self._w_sq: dict[torch.Tensor, tuple[int, Value, bool]] = {}
+        self._grad_sq = {}  # parameter -> (its .grad, version, |grad|**2) at accumulation
         self._warned_shared = False
         self._warned_blind = False
         # weight layer -> whether the node of its output consumes its input directly
         # (learned on its first recorded step; see _layer_pre)
         self._direct: dict[nn.Module, bool] = {}
+        self._feeds_relu: set[nn.Module] = set()
         self._gin_via_node = "grad_in" in self._needs
         self._init_functional()
         self._reset_step_state()
@@ -395,6 +400,7 @@ class Probe(Capture, Updates, Functional):
         hooks = self._module_hooks
         if "params" in self._needs:
             hooks += [m.register_forward_pre_hook(self._norm_pre) for m in self._norms]
+            hooks += self._grad_hooks()
         if "activation" in self._needs:
             hooks += self._functional_hooks()
         for m in self._layer_h:
@@ -412,6 +418,7 @@ class Probe(Capture, Updates, Functional):
         for h in self._module_hooks:
             h.remove()
         self._module_hooks.clear()
+        self._grad_sq = {}
         self._switch.restore()
         self._installed = False
 
@@ -426,37 +433,9 @@ class Probe(Capture, Updates, Functional):
         self._norm_keys: list[ActKey] = []
         self._gin_edge: dict[nn.Module, tuple[Any, int]] = {}  # layer -> its input's edge
         self._micro_done = False  # end_micro_batch() called: capture ended for this step
+        self._counted = self._last_out = None  # see Capture._forward_sums
 
     # ------------------------------------------------------------------ recording
-
-    def _capture_params(self) -> None:
-        keys, tensors = [], []  # sums of squares of weights, weight grads, bias grads
-        weights = []
-        for m in self._depth:
-            h = self._layer_h[m]
-            w, b = h.get_weight(m), h.get_bias(m)
-            if w is not None:
-                keys.append((m, "w_sq"))
-                tensors.append(w.detach())
-                weights.append((w, len(tensors) - 1))
-                if w.grad is not None:
-                    keys.append((m, "wg_sq"))
-                    tensors.append(w.grad.detach())
-            if b is not None and b.grad is not None:
-                keys.append((m, "bg_sq"))
-                tensors.append(b.grad.detach())
-        for key in self._norm_keys:
-            grads = [p.grad.detach().reshape(-1) for p in key[0].parameters(recurse=False)
-                     if p.grad is not None]
-            if grads:
-                keys.append((key, self._norms[key[0]]))
-                tensors.append(torch.cat(grads))
-        if tensors:
-            sqs = sum_sqs(tensors)
-            self._keys += keys
-            self._tensors += sqs
-            if self._optimizers:  # for the snapshot of a watched optimizer (_opt_pre)
-                self._w_sq = {w: (w._version, sqs[i]) for w, i in weights}
 
     def _record(self, step: int) -> None:
         """Read the step's primitives back (one batch, with any update norms still on the
@@ -469,7 +448,7 @@ class Probe(Capture, Updates, Functional):
         tensors = self._tensors + [t for i in self._open_updates for t in self._pending[i][3:]]
         values = read_back(tensors)
         self._resolve_updates(values[n_step:])
-        prims: dict[Any, dict[str, float]] = {k: dict(v) for k, v in self._host.items()}
+        prims = self._host  # this step's own (a new one after step()): no copy needed
         for (key, name), v in zip(self._keys, values[:n_step], strict=True):
             prims.setdefault(key, {})[name] = v
         self._pending.append(("step", step, prims, self._act_keys))

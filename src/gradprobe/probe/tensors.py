@@ -1,5 +1,9 @@
 """Tensor helpers of the probe: underflow-safe sums, batched read-back, gradient hooks.
 
+A reduction gives a *value*: a float where it was computed on the host (contiguous float32
+or float64 CPU tensors go through the one-pass kernels of :mod:`gradprobe.native.reduce`),
+else a 0-d tensor, read back with the step's others in one batch (:func:`read_back`).
+
 Example:
     >>> float(sum_sq(torch.tensor([3.0, 4.0])))
     25.0
@@ -12,18 +16,80 @@ from typing import Any
 
 import torch
 
+from gradprobe.native import reduce as native
 from gradprobe.probe.quantities import UNDERFLOW_SUM_SQ
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+Value = float | torch.Tensor  # a reduction's result: on the host, or a 0-d tensor
+
 
 def sum_(t: torch.Tensor) -> torch.Tensor:
     """sum(t) as a 0-d tensor, accumulated in float32 at least (AMP's half outputs)."""
     return t.sum(dtype=torch.float32) if t.dtype in LOW_PRECISION else t.sum()
 
 
+def sum_sq(t: torch.Tensor) -> Value:
+    """sum(t**2), free of float32 underflow: one native pass, else :func:`torch_sum_sq`."""
+    value = native.sum_sq(t, UNDERFLOW_SUM_SQ)
+    return torch_sum_sq(t) if value is None else value
 
-def sum_sq(t: torch.Tensor) -> torch.Tensor:
-    """sum(t**2) as a 0-d tensor, free of float32 underflow.
+
+def moments(t: torch.Tensor) -> tuple[Value, Value]:
+    """(sum(t), sum(t**2)) in one native pass, else by torch (two passes)."""
+    both = native.moments(t, UNDERFLOW_SUM_SQ)
+    return (sum_(t), torch_sum_sq(t)) if both is None else both
+
+
+def moments_counts(t: torch.Tensor, batched: bool
+                   ) -> tuple[float, float, float, float] | None:
+    """(sum, sum of squares, entries > 0, units > 0 on some sample) in one native read; None
+    where the kernel cannot take ``t`` (then :func:`moments` and :func:`counts`)."""
+    return native.moments_counts(t, batched, UNDERFLOW_SUM_SQ)
+
+
+def copy_sum_sq(src: torch.Tensor, dst: torch.Tensor) -> Value:
+    """``dst.copy_(src)`` and sum(src**2), one native pass where it can."""
+    value = native.copy_sum_sq(src, dst, UNDERFLOW_SUM_SQ)
+    return torch_sum_sq(dst.copy_(src)) if value is None else value
+
+
+def diff_sum_sq(a: torch.Tensor, b: torch.Tensor) -> Value:
+    """sum((a - b)**2). Natively without writing; else in torch, the difference written
+    into ``b`` (which then holds ``a - b``)."""
+    value = native.diff_sum_sq(a, b, UNDERFLOW_SUM_SQ)
+    return torch_sum_sq(torch.sub(a, b, out=b)) if value is None else value
+
+
+def diff_copy(a: torch.Tensor, b: torch.Tensor) -> tuple[Value, Value]:
+    """(sum((a - b)**2), sum(a**2)), leaving ``b`` a copy of ``a``: one native read of
+    both where it can, else three passes by torch."""
+    both = native.diff_copy(a, b, UNDERFLOW_SUM_SQ)
+    if both is not None:
+        return both
+    return diff_sum_sq(a, b), copy_sum_sq(a, b)
+
+
+def counts(a: torch.Tensor, batched: bool, nonzero: bool) -> tuple[Value, Value]:
+    """(entries counted, units with a counted entry) of ``a``: entries > 0, or != 0 with
+    ``nonzero``; a unit is one entry of a sample (dim 0 the batch) when ``batched``, else
+    one entry. One native pass, else by torch from sign()."""
+    both = native.counts(a, batched, nonzero)
+    if both is not None:
+        return both
+    if nonzero:
+        a = a.abs()
+    if not batched:
+        return count_positive(a), (a > 0).sum()
+    if a.dtype in LOW_PRECISION:
+        per_unit = torch.sign(a).sum(0, dtype=torch.float32)
+    else:
+        per_unit = torch.sign(a).sum(0)  # exact: integer counts, at most the batch size
+    return per_unit.sum(), (per_unit > 0).sum()
+
+
+def torch_sum_sq(t: torch.Tensor) -> torch.Tensor:
+    """sum(t**2) as a 0-d tensor by torch, free of float32 underflow.
 
     On the CPU a BLAS dot (one fast pass), recomputed in float64 when the result is tiny
     (the check is a host read, which costs nothing on the CPU). On other devices, where a
@@ -50,24 +116,23 @@ def count_positive(t: torch.Tensor) -> torch.Tensor:
     return sum_(torch.sign(t))
 
 
-def sum_sqs(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """sum(t**2) of many tensors (see :func:`sum_sq`)."""
-    return [sum_sq(t) for t in tensors]
-
-
-def read_back(tensors: list[torch.Tensor]) -> list[float]:
-    """All values to the host with one transfer per device (no per-value ``.item()``)."""
+def read_back(tensors: list[Value]) -> list[float]:
+    """All values to the host with one transfer per device (no per-value ``.item()``);
+    floats pass through."""
     if not tensors:
         return []
+    out = [math.nan] * len(tensors)
     groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, t in enumerate(tensors):
-        groups.setdefault((t.device, t.dtype), []).append(i)
+        if isinstance(t, float):
+            out[i] = t
+        else:
+            groups.setdefault((t.device, t.dtype), []).append(i)
     by_device: dict[torch.device, list[tuple[list[int], torch.Tensor]]] = {}
     for (device, _), idx in groups.items():
         wide = torch.float32 if device.type == "mps" else torch.float64
         stacked = torch.stack([tensors[i] for i in idx]).to(wide)
         by_device.setdefault(device, []).append((idx, stacked))
-    out = [math.nan] * len(tensors)
     for parts in by_device.values():
         flat = torch.cat([s for _, s in parts]).tolist()  # the one host sync per device
         pos = 0

@@ -2,7 +2,11 @@
 
 A mixin of :class:`gradprobe.probe.probe.Probe`, which owns the state it uses: before an
 optimizer step that applies a recorded step's gradient the weights are copied (into
-buffers kept between steps), after it the difference's norm is queued for read-back.
+buffers kept between steps), after it the difference's norm is queued for read-back. The
+copies cost no pass of their own in a loop that records every step: after an update the
+pass that takes the difference also copies the new weights and their |W|**2, which the next
+:meth:`Probe.step` uses if the weights are unchanged by then (version counter); otherwise
+``step()`` takes the copy together with |W|**2.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import torch
 from torch import nn
 
 from gradprobe.probe.rows import update_rows
-from gradprobe.probe.tensors import sum_sq, sum_sqs
+from gradprobe.probe.tensors import Value, copy_sum_sq, diff_copy, diff_sum_sq
 
 
 class Updates:
@@ -52,34 +56,50 @@ class Updates:
         if weights:
             before, before_sq = [], []
             for p, w in zip(params, weights, strict=True):
-                b = self._snapshot(p, w)  # reused for the difference
-                before.append(b)
-                # |W_before|**2 was taken at probe.step() if W has not changed since (same
-                # tensor, same version counter): the same number, one pass fewer.
+                # copied with |W_before|**2 at probe.step() if W has not changed since (same
+                # tensor, same version counter): the same numbers, no pass at all here
                 seen = self._w_sq.get(p)
-                before_sq.append(
-                    seen[1] if seen is not None and seen[0] == p._version else sum_sq(b)
-                )
-            self._snapshots[id(opt)] = (step, layers, weights, before, before_sq)
+                if seen is not None and seen[2] and seen[0] == p._version:
+                    b, sq = self._snap_bufs[p], seen[1]
+                else:
+                    b, sq = self._snapshot(p, w)
+                before.append(b)  # reused for the difference
+                before_sq.append(sq)
+            self._snapshots[id(opt)] = (step, layers, params, weights, before, before_sq)
 
-    def _snapshot(self, p: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def _watched_ids(self) -> set[int]:
+        """ids of the parameters a watched optimizer steps (gathered once per step)."""
+        key = (self._step, len(self._optimizers))
+        cached = getattr(self, "_watched_at", None)
+        if cached is None or cached[0] != key:
+            ids = {id(p) for opt in self._optimizers for group in opt.param_groups
+                   for p in group["params"]}
+            cached = self._watched_at = (key, ids)
+        return cached[1]
+
+    def _snapshot(self, p: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, Value]:
         """A copy of ``w`` (parameter ``p`` detached) in a buffer kept for ``p`` between
-        recorded steps: no allocation after the first."""
+        recorded steps (no allocation after the first), and |w|**2, in one pass."""
         buf = self._snap_bufs.get(p)
         if buf is None or buf.shape != w.shape or buf.dtype != w.dtype or buf.device != w.device:
-            buf = self._snap_bufs[p] = w.clone(memory_format=torch.contiguous_format)
-            return buf
-        return buf.copy_(w)
+            buf = self._snap_bufs[p] = torch.empty_like(w, memory_format=torch.contiguous_format)
+        return buf, copy_sum_sq(w, buf)
 
     def _opt_post(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._closed_since.discard(id(opt))
         entry = self._snapshots.pop(id(opt), None)
         if entry is None:
             return
-        step, layers, weights, before, before_sq = entry
-        for w, b in zip(weights, before, strict=True):
-            torch.sub(w, b, out=b)  # b := W_after - W_before, in place
-        updates = sum_sqs(before)
+        step, layers, params, weights, before, before_sq = entry
+        updates: list[Value] = []
+        ahead = self.recording  # the next probe.step() records: keep the copy for its update
+        for p, w, b in zip(params, weights, before, strict=True):
+            if ahead:  # the difference, |W_after|**2 and the copy W_after in one pass
+                u, sq = diff_copy(w, b)
+                self._w_sq[p] = (p._version, sq, True)
+            else:
+                u = diff_sum_sq(w, b)
+            updates.append(u)
         for m, u, o in zip(layers, updates, before_sq, strict=True):
             self._open_updates.append(len(self._pending))
             self._pending.append(("update", step, m, u, o))

@@ -1,0 +1,100 @@
+"""The probe's parameter captures: sums of squares of weights and of parameter gradients.
+
+At :meth:`gradprobe.Probe.step` the probe needs |W|**2, |dL/dW|**2 and |dL/db|**2 per
+weight layer, and the gradient norms of normalisation and embedding parameters. A CPU
+gradient's sum of squares is taken by a hook right after autograd accumulates it, while the
+gradient is still in the CPU's cache, and used at ``step()`` if the gradient tensor is
+unchanged since (same tensor, same version counter; after gradient clipping or a second
+micro-batch it is taken again at ``step()``). A mixin of :class:`gradprobe.probe.probe.Probe`,
+which owns the state it uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from gradprobe.probe.tensors import Value, sum_sq
+
+#: Parameters with fewer entries have their gradient's sum of squares taken at step().
+HOT_MIN_NUMEL = 4096
+
+
+class Params:
+    """Parameter sums of squares (mixin; state lives on the Probe)."""
+
+    _layer_h: dict[nn.Module, Any]
+    _grad_sq: dict[torch.Tensor, tuple[torch.Tensor, int, Value]]
+
+    def _grad_hooks(self) -> list[RemovableHandle]:
+        """Post-accumulate hooks on the weight layers' CPU leaf parameters (each once) that
+        are large enough for the cache to matter (not biases: a hook costs more there)."""
+        self._grad_sq = {}
+        params: dict[int, torch.Tensor] = {}
+        for m, h in self._layer_h.items():
+            for p in (h.get_weight(m), h.get_bias(m)):
+                if (p is not None and p.is_leaf and p.requires_grad and p.is_cpu
+                        and p.numel() >= HOT_MIN_NUMEL):
+                    params[id(p)] = p
+        return [p.register_post_accumulate_grad_hook(self._on_accumulated)
+                for p in params.values()]
+
+    def _on_accumulated(self, p: torch.Tensor) -> None:
+        g = p.grad
+        if g is not None and not self._micro_done:  # later micro-batches: at step()
+            self._grad_sq[p] = (g, g._version, sum_sq(g.detach()))
+
+    def _grad_sum_sq(self, p: torch.Tensor) -> Value:
+        """|p.grad|**2 as it stands now (p.grad not None)."""
+        g = p.grad
+        seen = self._grad_sq.get(p)
+        if seen is not None and seen[0] is g and seen[1] == g._version:  # type: ignore[union-attr]
+            return seen[2]
+        return sum_sq(g.detach())  # type: ignore[union-attr]
+
+    def _weight_sq(self, m: nn.Module) -> None:
+        """|W|**2 of layer ``m`` in its forward hook, while the matmul has left W in the
+        cache (a watched W is also copied for its update in the same pass), for step() to
+        use if W is unchanged by then; nothing if the last update left both."""
+        w = self._layer_h[m].get_weight(m)
+        if w is None:
+            return
+        taken = "update" in self._needs and id(w) in self._watched_ids()
+        seen = self._w_sq.get(w)
+        if seen is not None and seen[0] == w._version and (seen[2] or not taken):
+            return
+        sq = self._snapshot(w, w.detach())[1] if taken else sum_sq(w.detach())
+        self._w_sq[w] = (w._version, sq, taken)
+
+    def _capture_params(self) -> None:
+        """Sums of squares of weights, weight grads, bias grads and norm-layer grads. |W|**2
+        (and the copy of a watched W) comes from the forward or the last update if W is
+        unchanged since (version counter); else it is taken here."""
+        snap = self._watched_ids() if "update" in self._needs else set()
+        old, self._w_sq = self._w_sq, {}
+        for m in self._depth:
+            h = self._layer_h[m]
+            w, b = h.get_weight(m), h.get_bias(m)
+            if w is not None:
+                taken, seen = id(w) in snap, old.get(w)
+                if seen is not None and seen[0] == w._version and (seen[2] or not taken):
+                    sq, taken = seen[1], seen[2]
+                elif taken:
+                    sq = self._snapshot(w, w.detach())[1]
+                else:
+                    sq = sum_sq(w.detach())
+                self._push(m, "w_sq", sq)
+                self._w_sq[w] = (w._version, sq, taken)  # for a watched optimizer's _opt_pre
+                if w.grad is not None:
+                    self._push(m, "wg_sq", self._grad_sum_sq(w))
+            if b is not None and b.grad is not None:
+                self._push(m, "bg_sq", self._grad_sum_sq(b))
+        for key in self._norm_keys:
+            grads = [p.grad.detach().reshape(-1) for p in key[0].parameters(recurse=False)
+                     if p.grad is not None]
+            if grads:
+                self._push(key, self._norms[key[0]], sum_sq(torch.cat(grads)))
+        self._grad_sq.clear()  # holds gradients: not past the step
