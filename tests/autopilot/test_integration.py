@@ -107,12 +107,16 @@ def test_without_data_the_init_runs_on_the_first_batch(digits):
     assert len(rows) == 6 and result.status == "complete"
 
 
-def test_cli_run_prints_what_autopilot_did(tmp_path, store_path):
+@pytest.mark.parametrize("net, says", [
+    ({"net.activation": "sigmoid", "net.init": "xavier_normal"}, "init rescaled 4 layers"),
+    ({}, "init left the net as it was (healthy signal)"),  # tanh, within x2 of its target
+], ids=["sick", "healthy"])
+def test_cli_run_prints_what_autopilot_did(tmp_path, store_path, net, says):
     path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(tiny_spec(**{"train.autopilot": True})))
+    path.write_text(yaml.safe_dump(tiny_spec(**net, **{"train.autopilot": True})))
     out = CliRunner().invoke(app, ["run", str(path), "--store", str(store_path)])
     assert out.exit_code == 0, out.output
-    assert "autopilot: init rescaled 4 layers" in out.output
+    assert f"autopilot: {says}" in out.output
 
 
 def test_repair_offers_autopilot_and_keeps_the_architecture(digits):

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from gradprobe.autopilot import records as R
-from gradprobe.autopilot.init import data_dependent_init
+from gradprobe.autopilot.init import HEALTHY_BAND, data_dependent_init
 from gradprobe.autopilot.layers import LayerSlot, trace_layers
 from gradprobe.autopilot.options import AutopilotOptions
 from gradprobe.autopilot.revive import UnitWatch
@@ -74,6 +74,7 @@ class Autopilot(Callback):
         self._clipped: list[int] = []  # per layer: clipped steps since the last check
         self._since = 0
         self._last_raised: list[str] = []
+        self.healthy = False  # ``auto`` found the net healthy: no init, no trust ratio
         self.notes: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ loop hooks
@@ -134,15 +135,25 @@ class Autopilot(Callback):
         for c in changes:
             for name, value in ((R.INIT_SCALE, c.scale), (R.INIT_SHIFT, c.shift),
                                 (R.INIT_STD, c.std_before), (R.INIT_TARGET, c.target)):
-                loop.record(0, c.slot.name, c.slot.depth, name, value)
-        if changes:
-            lo = min(c.scale for c in changes)
-            hi = max(c.scale for c in changes)
-            self._note(loop, 0, "init", [c.slot.name for c in changes],
+                if c.applied or name in (R.INIT_STD, R.INIT_TARGET):
+                    loop.record(0, c.slot.name, c.slot.depth, name, value)
+        applied = [c for c in changes if c.applied]
+        if applied:
+            lo = min(c.scale for c in applied)
+            hi = max(c.scale for c in applied)
+            self._note(loop, 0, "init", [c.slot.name for c in applied],
                        f"{opts.init} data-dependent init on {len(x)} samples: "
                        f"{'weights orthogonalised, ' if opts.orthogonal else ''}each layer's "
                        f"pre-activations {'' if opts.init == 'lsuv' else 'centred and '}"
                        f"scaled to the std its activation wants (weights x{lo:.3g}..x{hi:.3g})")
+        elif changes:
+            self.healthy = True
+            ratios = [c.std_before / c.target for c in changes if c.slot.act is not None]
+            self._note(loop, 0, "init", [],
+                       f"init left the net as it was: on {len(x)} samples every hidden "
+                       f"layer's pre-activation std is within x{HEALTHY_BAND:g} of its "
+                       f"target (x{min(ratios):.3g}..x{max(ratios):.3g}); no trust ratio either, "
+                       "clipping and revival stay on as guards")
         self._setup(loop)
 
     def _setup(self, loop: Loop) -> None:
@@ -166,7 +177,7 @@ class Autopilot(Callback):
         """Refresh weight norms, set the trust-ratio multipliers, revive stuck units."""
         opts = self.options
         self._w_norm = _norms(self._weights)
-        if opts.trust_ratio:
+        if opts.trust_ratio and not self.healthy:
             self._trust_ratio(loop, step, g_norm)
         if opts.clip is not None:
             since = max(self._since, 1)

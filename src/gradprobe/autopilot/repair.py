@@ -25,7 +25,7 @@ def build(model: nn.Module, ctx: Any) -> tuple[nn.Module, str]:
     """A copy of ``model`` with autopilot's init on the repair's sample inputs."""
     out = copy.deepcopy(model)
     changes = data_dependent_init(out, ctx.x)
-    return out, (f"same architecture; autopilot init on {len(changes)} layers, then trust "
+    return out, (f"same architecture; autopilot init on {sum(c.applied for c in changes)} layers, then trust "
                  "ratio, adaptive clipping and unit revival during training")
 
 
