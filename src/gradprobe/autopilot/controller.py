@@ -40,6 +40,7 @@ from gradprobe.autopilot.init import HEALTHY_BAND, data_dependent_init
 from gradprobe.autopilot.layers import LayerSlot, trace_layers
 from gradprobe.autopilot.options import AutopilotOptions
 from gradprobe.autopilot.revive import UnitWatch
+from gradprobe.kwinputs import KwInputs
 from gradprobe.outputs import compute_loss
 from gradprobe.train import Callback, Loop
 
@@ -68,12 +69,17 @@ class Autopilot(Callback):
         self._init_done = False
         self._weights: list[torch.Tensor] = []
         self._params: list[list[torch.Tensor]] = []  # per layer: weight (and bias)
-        self._lr: list[float] = []  # per layer: the optimizer's lr
+        self._groups: list[dict[str, Any]] = []  # per layer: its optimizer param group
+        self._lr: list[float] = []  # per layer: the optimizer's lr, refreshed at each check
         self._w_norm: list[float] = []  # per layer, refreshed at each check
         self._scale: list[float] = []  # per layer: the trust-ratio multiplier
         self._clipped: list[int] = []  # per layer: clipped steps since the last check
         self._since = 0
         self._last_raised: list[str] = []
+        self._scaler: LayerScaler | None = None
+        #: Per layer: the factor the last step's gradients were multiplied by (trust
+        #: ratio times clipping; 1: untouched).
+        self.factors: list[float] = []
         self.healthy = False  # ``auto`` found the net healthy: no init, no trust ratio
         self.notes: list[dict[str, Any]] = []
 
@@ -110,7 +116,7 @@ class Autopilot(Callback):
         data = self.data
         if data is None:
             return None
-        x = data if isinstance(data, torch.Tensor) else data.x_train
+        x = data if isinstance(data, torch.Tensor | KwInputs) else data.x_train
         n = min(len(x), self.options.init_samples)
         gen = torch.Generator().manual_seed(loop.spec.seed if loop.spec is not None else 0)
         idx = torch.randperm(len(x), generator=gen)[:n]
@@ -157,15 +163,16 @@ class Autopilot(Callback):
         self._setup(loop)
 
     def _setup(self, loop: Loop) -> None:
-        lr_of = {id(p): g.get("lr", 0.0) for g in loop.optimizer.param_groups
-                 for p in g["params"]}
+        group_of = {id(p): g for g in loop.optimizer.param_groups for p in g["params"]}
         slots = [s for s in self.slots
-                 if s.weight is not None and s.weight.requires_grad and id(s.weight) in lr_of]
+                 if s.weight is not None and s.weight.requires_grad and id(s.weight) in group_of]
         self.slots = slots
         self._weights = [s.weight for s in slots]
         self._params = [[p for p in (s.weight, s.bias) if p is not None and p.requires_grad]
                         for s in slots]
-        self._lr = [float(lr_of[id(w)]) for w in self._weights]
+        self._groups = [group_of[id(w)] for w in self._weights]
+        self._lr = [float(g.get("lr", 0.0)) for g in self._groups]
+        self._scaler = LayerScaler(self._params)
         self._scale = [1.0] * len(slots)
         self._clipped = [0] * len(slots)
         if self.options.revive and slots:
@@ -177,6 +184,7 @@ class Autopilot(Callback):
         """Refresh weight norms, set the trust-ratio multipliers, revive stuck units."""
         opts = self.options
         self._w_norm = _norms(self._weights)
+        self._lr = [float(g.get("lr", 0.0)) for g in self._groups]  # follows a schedule
         if opts.trust_ratio and not self.healthy:
             self._trust_ratio(loop, step, g_norm)
         if opts.clip is not None:
@@ -236,15 +244,9 @@ class Autopilot(Callback):
                     factors[i] *= clip / rel
                     self._clipped[i] += 1
         self._since += 1
-        tensors, scalars = [], []
-        for ps, v in zip(self._params, factors, strict=True):
-            if v != 1.0:
-                for p in ps:
-                    if p.grad is not None:
-                        tensors.append(p.grad)
-                        scalars.append(v)
-        if tensors:
-            torch._foreach_mul_(tensors, scalars)
+        self.factors = factors
+        if self._scaler is not None:
+            self._scaler.apply(factors)
 
     # ------------------------------------------------------------------ notes
 
@@ -261,3 +263,42 @@ def _norms(tensors: list[torch.Tensor]) -> list[float]:
     """The 2-norm of each tensor: one fused kernel, one read back."""
     return torch.stack(torch._foreach_norm(tensors)).tolist()
 
+
+class LayerScaler:
+    """Multiplies each layer's gradients (weight and bias) by that layer's factor.
+
+    One fused ``_foreach_mul_`` over the gradients of the layers whose factor is not 1,
+    nothing when all are 1. The factors live in one tensor whose 0-dim views are built
+    once: a list of Python floats would make the fused call wrap a scalar per gradient,
+    which measured three times slower on the CPU (see benchmarks/autopilot_overhead.py).
+
+    Example:
+        >>> a, b = torch.ones(2, requires_grad=True), torch.ones(3, requires_grad=True)
+        >>> a.grad, b.grad = torch.ones(2), torch.ones(3)
+        >>> LayerScaler([[a], [b]]).apply([1.0, 0.5])
+        >>> a.grad.tolist(), b.grad.tolist()
+        ([1.0, 1.0], [0.5, 0.5, 0.5])
+    """
+
+    def __init__(self, params: list[list[torch.Tensor]]) -> None:
+        self.params = params
+        devices = {p.device for ps in params for p in ps}
+        self._device = devices.pop() if len(devices) == 1 else None  # None: Python floats
+        self._factor = torch.ones(len(params), dtype=torch.float64, device=self._device)
+        self._views = self._factor.unbind(0)
+
+    def apply(self, factors: list[float]) -> None:
+        layers = [i for i, v in enumerate(factors) if v != 1.0]
+        if not layers:
+            return
+        grads, scalars = [], []
+        for i in layers:
+            for p in self.params[i]:
+                if p.grad is not None:
+                    grads.append(p.grad)
+                    scalars.append(self._views[i] if self._device is not None else factors[i])
+        if not grads:
+            return
+        if self._device is not None:
+            self._factor.copy_(torch.tensor(factors, dtype=torch.float64))
+        torch._foreach_mul_(grads, scalars)
