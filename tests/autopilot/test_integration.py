@@ -155,3 +155,24 @@ def test_init_rescales_conv1d_layers_stored_in_by_out():
             ratio = p.detach() / before[name]
             # one factor per output unit (column), the same down every row
             assert torch.allclose(ratio, ratio[:1].expand_as(ratio), rtol=1e-5)
+
+
+def test_repair_initialises_autopilot_once(digits, monkeypatch):
+    import gradprobe.autopilot.controller as controller
+    import gradprobe.autopilot.repair as repair
+
+    calls = []
+    real = repair.data_dependent_init
+
+    def counted(*args, **kwargs):
+        calls.append(args[2] if len(args) > 2 else kwargs.get("method", "auto"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(repair, "data_dependent_init", counted)
+    monkeypatch.setattr(controller, "data_dependent_init", counted)
+    model = build(NetSpec(depth=6, width=16, activation="sigmoid"), digits.in_shape,
+                  digits.n_classes)
+    fixes = gp.repair(model, digits, budget_steps=5, candidates=["autopilot"])
+    assert fixes.runs["autopilot"].steps == 5
+    # the build's init only; the callback's call is method "none", which does nothing
+    assert [c for c in calls if c != "none"] == ["auto"] and len(calls) == 2
