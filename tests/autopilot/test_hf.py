@@ -88,7 +88,8 @@ def test_autopilot_in_the_hf_trainer_scales_and_clips_each_layers_gradient(tmp_p
     for step in range(steps):
         g0, g1, ws = before.grads[step], after.grads[step], before.weights[step]
         # reference: LARS-like multipliers up to the median relative update, then AGC
-        rel = [before.lr[step] * float(g.norm()) / float(w.norm()) for g, w in zip(g0, ws)]
+        lr = before.lr[step]
+        rel = [lr * float(g.norm()) / float(w.norm()) for g, w in zip(g0, ws, strict=True)]
         median = statistics.median_low(rel)
         scales = [min(max(median / r, 1.0), max_scale) for r in rel]
         assert [r[4] for r in lr_rows if r[0] == step] == pytest.approx(scales, rel=1e-6)
