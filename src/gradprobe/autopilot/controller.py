@@ -73,6 +73,7 @@ class Autopilot(Callback):
         self._lr: list[float] = []  # per layer: the optimizer's lr, refreshed at each check
         self._w_norm: list[float] = []  # per layer, refreshed at each check
         self._scale: list[float] = []  # per layer: the trust-ratio multiplier
+        self._per: list[float] = []  # per layer: lr * scale / |W| as of the last check
         self._clipped: list[int] = []  # per layer: clipped steps since the last check
         self._since = 0
         self._last_raised: list[str] = []
@@ -101,8 +102,10 @@ class Autopilot(Callback):
         grads = self._grads() if self._weights else None
         if grads is None:
             return
-        g_norm = _norms(grads)
-        if step % self.options.every == 0:
+        check = step % self.options.every == 0
+        # without clipping, the gradient norms are read at checks only
+        g_norm = _norms(grads) if check or self.options.clip is not None else []
+        if check:
             self._check(loop, step, g_norm)
         self._scale_and_clip(g_norm)
 
@@ -198,6 +201,8 @@ class Autopilot(Callback):
                            f"per step on {len(hit)} layers")
             self._clipped = [0] * len(self.slots)
             self._since = 0
+        self._per = [lr * v / max(w, 1e-30)
+                     for lr, v, w in zip(self._lr, self._scale, self._w_norm, strict=True)]
         if self.watch is not None and self.watch.armed:
             revived = self.watch.revive()
             for s, n in revived:
@@ -236,12 +241,14 @@ class Autopilot(Callback):
     def _scale_and_clip(self, g_norm: list[float]) -> None:
         """Multiply each layer's gradient by its trust-ratio scale, clipped (AGC)."""
         clip = self.options.clip
-        factors = list(self._scale)
-        if clip is not None and self._w_norm:
-            for i, (lr, g, w) in enumerate(zip(self._lr, g_norm, self._w_norm, strict=True)):
-                rel = lr * factors[i] * g / max(w, 1e-30)
-                if rel > clip:  # False for NaN: a NaN gradient is left to end the run
-                    factors[i] *= clip / rel
+        factors = self._scale
+        if clip is not None and self._per and g_norm:
+            per = self._per  # k * |G| is the relative update lr * scale * |G| / |W|
+            hits = [i for i, (k, g) in enumerate(zip(per, g_norm)) if k * g > clip]
+            if hits:  # (never for NaN: a NaN gradient is left to end the run)
+                factors = list(factors)
+                for i in hits:
+                    factors[i] *= clip / (per[i] * g_norm[i])
                     self._clipped[i] += 1
         self._since += 1
         self.factors = factors
@@ -286,19 +293,26 @@ class LayerScaler:
         self._device = devices.pop() if len(devices) == 1 else None  # None: Python floats
         self._factor = torch.ones(len(params), dtype=torch.float64, device=self._device)
         self._views = self._factor.unbind(0)
+        self._last: list[float] = [1.0] * len(params)
+        self._layers: list[int] = []  # layers whose factor is not 1
+        self._scalars: list[Any] = []  # per gradient of those layers: its factor
 
     def apply(self, factors: list[float]) -> None:
-        layers = [i for i, v in enumerate(factors) if v != 1.0]
-        if not layers:
+        if factors != self._last:  # new factors: the layers and scalars to use
+            self._last = list(factors)
+            self._layers = [i for i, v in enumerate(factors) if v != 1.0]
+            self._scalars = [self._views[i] if self._device is not None else factors[i]
+                             for i in self._layers for _ in self.params[i]]
+            if self._device is not None and self._layers:
+                self._factor.copy_(torch.tensor(factors, dtype=torch.float64))
+        if not self._layers:
             return
-        grads, scalars = [], []
-        for i in layers:
-            for p in self.params[i]:
-                if p.grad is not None:
-                    grads.append(p.grad)
-                    scalars.append(self._views[i] if self._device is not None else factors[i])
-        if not grads:
+        grads = [p.grad for i in self._layers for p in self.params[i]]
+        if any(g is None for g in grads):  # a layer without a gradient this step
+            pairs = [(g, v) for g, v in zip(grads, self._scalars, strict=True) if g is not None]
+            if not pairs:
+                return
+            grads, scalars = [g for g, _ in pairs], [v for _, v in pairs]
+            torch._foreach_mul_(grads, scalars)
             return
-        if self._device is not None:
-            self._factor.copy_(torch.tensor(factors, dtype=torch.float64))
-        torch._foreach_mul_(grads, scalars)
+        torch._foreach_mul_(grads, self._scalars)

