@@ -15,8 +15,10 @@ on its own.
 
 The loop's own evaluation is pushed past the end (``eval_every`` > steps) and the clock
 starts at step 5, so the ratio is of training steps. Prints the median over rounds of
-(time / plain time in the same round) and the ratio of each variant's fastest run to
-plain's fastest (the least disturbed by other work on a shared machine). Target: every=10 <= 1.05x.
+(time / plain time in the same round), the ratio of each variant's fastest run to
+plain's fastest (the least disturbed by other work on a shared machine), and the median
+ratio of the process's CPU time (``time.process_time``: time spent waiting for a core
+that other work holds does not count). Target: every=10 <= 1.05x.
 
 Usage:
     python benchmarks/autopilot_overhead.py [--rounds 7] [--steps 100] [--threads 1]
@@ -40,14 +42,14 @@ SKIP = 5  # steps before the clock starts (the init and first checks are timed a
 
 
 class _Clock(Callback):
-    """Wall time from the start of step SKIP to the end of the last step."""
+    """Wall and CPU time from the start of step SKIP to the end of the last step."""
 
     def on_step_start(self, loop, step):
         if step == SKIP:
-            self.t0 = time.perf_counter()
+            self.t0 = (time.perf_counter(), time.process_time())
 
     def on_end(self, loop):
-        self.seconds = time.perf_counter() - self.t0
+        self.seconds = (time.perf_counter() - self.t0[0], time.process_time() - self.t0[1])
 
 
 def main() -> None:
@@ -75,7 +77,7 @@ def measure(width: int, args: argparse.Namespace) -> None:
         "autopilot every=1": lambda: [Autopilot(data=data, every=1)],
     }
 
-    def timed(make) -> float:
+    def timed(make) -> tuple[float, float]:
         model = build(spec.net, data.in_shape, data.n_classes, seed=0)
         clock = _Clock()
         train(model, data, spec.train, probe=False, callbacks=[*make(), clock])
@@ -84,14 +86,17 @@ def measure(width: int, args: argparse.Namespace) -> None:
     for make in variants.values():  # warm-up: first calls pay for lazy imports and caches
         timed(make)
     ratios: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     best: dict[str, float] = {}
     names = list(variants)
     for r in range(args.rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         times = {name: timed(variants[name]) for name in order}
         for name in names:
-            ratios[name].append(times[name] / times["plain"])
-            best[name] = min(best.get(name, times[name]), times[name])
+            wall, used = times[name]
+            ratios[name].append(wall / times["plain"][0])
+            cpu[name].append(used / times["plain"][1])
+            best[name] = min(best.get(name, wall), wall)
     model = build(spec.net, data.in_shape, data.n_classes, seed=0)
     from gradprobe.autopilot.init import data_dependent_init
 
@@ -100,10 +105,11 @@ def measure(width: int, args: argparse.Namespace) -> None:
     init_s = time.perf_counter() - t0
     print(f"30-layer width-{width} tanh MLP, batch 128, {args.steps} steps per run, "
           f"{args.rounds} rounds, {args.threads} thread(s)")
-    print("  variant                       median ratio   ratio of fastest runs")
+    print("  variant                       median ratio   fastest runs   CPU time, median")
     for name in names:
         fastest = best[name] / best["plain"]
-        print(f"  {name:<28} {statistics.median(ratios[name]):>9.3f}x {fastest:>14.3f}x")
+        print(f"  {name:<28} {statistics.median(ratios[name]):>9.3f}x {fastest:>12.3f}x "
+              f"{statistics.median(cpu[name]):>12.3f}x")
     print(f"  init (512 samples, once): {init_s * 1e3:.1f} ms")
 
 

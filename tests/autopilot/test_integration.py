@@ -176,3 +176,18 @@ def test_repair_initialises_autopilot_once(digits, monkeypatch):
     assert fixes.runs["autopilot"].steps == 5
     # the build's init only; the callback's call is method "none", which does nothing
     assert [c for c in calls if c != "none"] == ["auto"] and len(calls) == 2
+
+
+def test_a_healthy_net_is_left_alone(digits):
+    spec = TrainSpec(steps=30, batch_size=64, lr=0.05)
+    net = NetSpec(depth=6, width=32, activation="selu", init="lecun_normal")
+    plain = train(build(net, digits.in_shape, digits.n_classes, seed=0), digits, spec,
+                  probe=False)
+    ap = gp.Autopilot(data=digits)
+    auto = train(build(net, digits.in_shape, digits.n_classes, seed=0), digits, spec,
+                 probe=False, callbacks=[ap])
+    assert ap.healthy
+    quantities = set(auto.metrics["quantity"])
+    assert R.INIT_STD in quantities and not quantities & {R.INIT_SCALE, R.LR_SCALE, R.CLIP}
+    assert auto.final_loss == plain.final_loss  # not one intervention: the same run
+    assert "left the net as it was" in auto.summary["notes"][0]["reason"]

@@ -290,8 +290,11 @@ class LayerScaler:
     def __init__(self, params: list[list[torch.Tensor]]) -> None:
         self.params = params
         devices = {p.device for ps in params for p in ps}
-        self._device = devices.pop() if len(devices) == 1 else None  # None: Python floats
-        self._factor = torch.ones(len(params), dtype=torch.float64, device=self._device)
+        dtypes = {p.dtype for ps in params for p in ps}
+        # one device and dtype: 0-dim views in the gradients' dtype; else Python floats
+        self._device = devices.pop() if len(devices) == 1 and len(dtypes) == 1 else None
+        dtype = dtypes.pop() if self._device is not None else torch.float64
+        self._factor = torch.ones(len(params), dtype=dtype, device=self._device)
         self._views = self._factor.unbind(0)
         self._last: list[float] = [1.0] * len(params)
         self._layers: list[int] = []  # layers whose factor is not 1
@@ -304,7 +307,7 @@ class LayerScaler:
             self._scalars = [self._views[i] if self._device is not None else factors[i]
                              for i in self._layers for _ in self.params[i]]
             if self._device is not None and self._layers:
-                self._factor.copy_(torch.tensor(factors, dtype=torch.float64))
+                self._factor.copy_(torch.tensor(factors, dtype=torch.float64))  # rounds once
         if not self._layers:
             return
         grads = [p.grad for i in self._layers for p in self.params[i]]
