@@ -244,7 +244,8 @@ class Autopilot(Callback):
         factors = self._scale
         if clip is not None and self._per and g_norm:
             per = self._per  # k * |G| is the relative update lr * scale * |G| / |W|
-            hits = [i for i, (k, g) in enumerate(zip(per, g_norm)) if k * g > clip]
+            hits = [i for i, (k, g) in enumerate(zip(per, g_norm, strict=True))
+                    if k * g > clip]
             if hits:  # (never for NaN: a NaN gradient is left to end the run)
                 factors = list(factors)
                 for i in hits:
