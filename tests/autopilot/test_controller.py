@@ -12,8 +12,9 @@ from gradprobe.autopilot import records as R
 from gradprobe.autopilot.layers import trace_layers
 from gradprobe.autopilot.options import AutopilotOptions
 from gradprobe.autopilot.revive import UnitWatch
-from gradprobe.spec import TrainSpec
-from gradprobe.train import Loop
+from gradprobe.nets.plain import build
+from gradprobe.spec import NetSpec, TrainSpec
+from gradprobe.train import Callback, Loop, train
 
 
 def _setup(ap: Autopilot, act: type[nn.Module] = nn.Tanh, lr: float = 0.1):
@@ -141,3 +142,42 @@ def test_dead_relu_units_are_left_alone_unless_revive_dead():
     watch.arm()
     model(x)
     assert [(s.name, n) for s, n in watch.revive()] == [("0", 1)]
+
+
+class _Grads(Callback):
+    """The weight gradients (and weights) of autopilot's layers at after_backward."""
+
+    def __init__(self, ap: Autopilot) -> None:
+        self.ap, self.grads, self.weights = ap, [], []
+
+    def after_backward(self, loop, step, loss):
+        self.grads.append([s.weight.grad.clone() for s in self.ap.slots])
+        self.weights.append([s.weight.detach().clone() for s in self.ap.slots])
+
+
+def test_multipliers_and_clipping_on_a_run_equal_a_reference_implementation(digits):
+    """Checks every 3 steps: multipliers and weight norms from the last check, clipping
+    from each step's gradient norm (the rules of docs/autopilot.md, written out again)."""
+    every, clip, cap, lr = 3, 0.004, 10.0, 0.05
+    ap = Autopilot(data=digits, every=every, clip=clip, max_lr_scale=cap, revive=False)
+    before, after = _Grads(ap), _Grads(ap)
+    model = build(NetSpec(depth=6, width=24, activation="sigmoid", init="xavier_normal"),
+                  digits.in_shape, digits.n_classes)
+    train(model, digits, TrainSpec(steps=10, batch_size=64, lr=lr), probe=False,
+          callbacks=[before, ap, after])
+    assert not ap.healthy
+    hits = total = 0
+    for step, (g0, g1, ws) in enumerate(zip(before.grads, after.grads, before.weights,
+                                            strict=True)):
+        g_norm = [float(g.double().norm()) for g in g0]
+        if step % every == 0:  # a check: weight norms and multipliers refreshed
+            w_norm = [float(w.double().norm()) for w in ws]
+            rel = [lr * g / w for g, w in zip(g_norm, w_norm, strict=True)]
+            median = sorted(rel)[(len(rel) - 1) // 2]
+            scale = [min(max(median / r, 1.0), cap) for r in rel]
+        for a, b, g, w, s in zip(g0, g1, g_norm, w_norm, scale, strict=True):
+            r = lr * s * g / w
+            want = s * clip / r if r > clip else s
+            hits, total = hits + (r > clip), total + 1
+            assert torch.allclose(b, a * want, rtol=1e-5, atol=0)
+    assert 0 < hits < total  # both branches taken
