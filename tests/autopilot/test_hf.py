@@ -99,3 +99,27 @@ def test_autopilot_in_the_hf_trainer_scales_and_clips_each_layers_gradient(tmp_p
             assert torch.allclose(b, a * want, rtol=1e-5, atol=0)
     assert 0 < clipped < steps * len(names)  # both branches taken
     assert not cb.autopilot.healthy
+
+
+def test_autopilot_in_the_hf_trainer_with_gradient_accumulation(tmp_path: Path):
+    cb = AutopilotCallback(every=2)
+    seen = []
+
+    class Count(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):  # noqa: ANN001
+            seen.append(state.global_step)
+
+    model = _bert()
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, report_to=[],
+                             use_cpu=True, per_device_train_batch_size=4, save_strategy="no",
+                             disable_tqdm=True, learning_rate=0.1, optim="sgd",
+                             gradient_accumulation_steps=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Trainer(model=model, args=args, train_dataset=Tokens(),
+                callbacks=[cb, Count()]).train()
+    assert seen == [0, 1, 2, 3]  # one call per optimizer step, not per micro-batch
+    checks = sorted({r[0] for r in cb.rows if r[3] == R.LR_SCALE})
+    assert checks == [0, 2]
+    assert sum(r[3] == R.INIT_STD for r in cb.rows) == len(cb.autopilot.slots)  # init once
+    assert all(len(m._forward_pre_hooks) == 0 for m in model.modules())  # all removed
