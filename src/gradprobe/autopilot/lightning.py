@@ -5,9 +5,9 @@ The init runs on the first training batch (its inputs: ``batch[0]`` for a tuple 
 else the batch; the module's ``forward`` must take them), before that batch's forward
 pass. The checks, trust ratio, clipping and revival run in ``on_before_optimizer_step``
 (after backward, before the update), at the trainer's ``global_step``; the trust ratio
-reads the first optimizer's learning rate, again at each check. After ``fit``, ``callback.rows`` holds
-autopilot's tidy rows and ``callback.notes`` its reasons. The Hugging Face
-``TrainerCallback`` is :mod:`gradprobe.autopilot.hf`.
+reads the first optimizer's learning rate, again at each check. After ``fit``,
+``callback.rows`` holds autopilot's tidy rows and ``callback.notes`` its reasons. The
+Hugging Face ``TrainerCallback`` is :mod:`gradprobe.autopilot.hf`.
 
 Example:
     >>> cb = AutopilotCallback(every=10)                          # doctest: +SKIP
