@@ -3,8 +3,8 @@
 The demo's network and settings (digits, 30-layer width-64 MLP, batch 128, SGD lr 0.05),
 and the same net at width 256, on the CPU, through :func:`gradprobe.train.train` with no
 probe. Each round times a fixed number of steps of each variant, interleaved (who goes
-first rotates) so that machine drift hits all of them alike. The init (one forward pass, before the first step) is timed
-on its own.
+first rotates) so that machine drift hits all of them alike. The init (one forward pass,
+before the first step) is timed on its own.
 
 * ``plain``: no callback;
 * ``autopilot every=10``: trust ratio, adaptive clipping and unit revival, checks every
