@@ -13,6 +13,7 @@ from gradprobe.autopilot.layers import trace_layers
 from gradprobe.autopilot.options import AutopilotOptions
 from gradprobe.autopilot.revive import UnitWatch
 from gradprobe.nets.plain import build
+from gradprobe.probe.quantities import SATURATION_THRESHOLD
 from gradprobe.spec import NetSpec, TrainSpec
 from gradprobe.train import Callback, Loop, train
 
@@ -181,3 +182,23 @@ def test_multipliers_and_clipping_on_a_run_equal_a_reference_implementation(digi
             hits, total = hits + (r > clip), total + 1
             assert torch.allclose(b, a * want, rtol=1e-5, atol=0)
     assert 0 < hits < total  # both branches taken
+
+
+@pytest.mark.parametrize("act", [nn.Tanh, nn.Sigmoid])
+def test_stuck_units_by_the_smallest_z_equal_phi_prime_on_every_sample(act):
+    model = nn.Sequential(nn.Linear(6, 40), act(), nn.Linear(40, 3))
+    watch = UnitWatch(trace_layers(model, torch.randn(8, 6)), AutopilotOptions())
+    assert all(watch._even.values())  # the shortcut is taken for these activations
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(64, 40, generator=gen)
+    z[:, :10] += 12.0  # saturated on one side
+    z[:, 10:20] = torch.where(torch.rand(64, 10, generator=gen) < 0.5, -12.0, 12.0)  # both
+    z[:, 20:30] *= 6.0  # wide: mostly saturated, not everywhere
+    watch.inputs = {0: z}
+    fast = watch._stuck()[0]
+    # reference: phi' through autograd on every sample, stuck where all are below 10 %
+    zz = z.clone().requires_grad_(True)
+    (dphi,) = torch.autograd.grad(act()(zz).sum(), zz)
+    top = {nn.Tanh: 1.0, nn.Sigmoid: 0.25}[act]  # sup |phi'|, closed form
+    want = (dphi.abs() < SATURATION_THRESHOLD * top).all(0)
+    assert torch.equal(fast, want) and 20 <= int(want.sum()) < 40
