@@ -21,9 +21,9 @@ ratio of the process's CPU time (``time.process_time``: time spent waiting for a
 that other work holds does not count). Target: every=10 <= 1.05x.
 
 Measured (shared 2-core Intel Xeon, load average 4-6 from other work; docs/autopilot.md):
-width 64, 15 rounds: every=10 1.125x (fastest 1.113x, CPU time 1.100x), no clip 1.081x,
-every=1 1.390x; width 256, 9 rounds: every=10 1.094x (1.083x, 1.124x), every=1 1.397x.
-The target is not met.
+width 64, 15 rounds: every=10 1.081x (CPU time 1.076x; an earlier run 1.125x), no clip
+1.084x, every=1 1.373x; width 256, 9 rounds: every=10 1.094x (CPU time 1.124x), every=1
+1.397x. The target is not met.
 
 Usage:
     python benchmarks/autopilot_overhead.py [--rounds 7] [--steps 100] [--threads 1]
