@@ -1,23 +1,33 @@
 """Autopilot's step-time overhead, as ratios to plain training measured in one run.
 
-The demo's network and settings (digits, 30-layer width-64 MLP, batch 128, SGD lr 0.05) on
-the CPU, through :func:`gradprobe.train.train` with no probe. Each round times a fixed
-number of steps of each variant, interleaved (who goes first rotates) so that machine
-drift hits all of them alike. The init (one forward pass, before the first step) is timed
-on its own.
+The demo's network and settings (digits, 30-layer width-64 MLP, batch 128, SGD lr 0.05),
+and the same net at width 256, on the CPU, through :func:`gradprobe.train.train` with no
+probe. Each round times a fixed number of steps of each variant, interleaved (who goes
+first rotates) so that machine drift hits all of them alike. The init (one forward pass,
+before the first step) is timed on its own.
 
 * ``plain``: no callback;
 * ``autopilot every=10``: trust ratio, adaptive clipping and unit revival, checks every
   10 steps (the default);
+* ``autopilot every=10, no clip``: the same without adaptive clipping, whose per-step
+  gradient norms are then read at checks only;
 * ``autopilot every=1``: a check on every step (the worst case).
 
 The loop's own evaluation is pushed past the end (``eval_every`` > steps) and the clock
 starts at step 5, so the ratio is of training steps. Prints the median over rounds of
-(time / plain time in the same round) and the ratio of each variant's fastest run to
-plain's fastest (the least disturbed by other work on a shared machine). Target: every=10 <= 1.05x.
+(time / plain time in the same round), the ratio of each variant's fastest run to
+plain's fastest (the least disturbed by other work on a shared machine), and the median
+ratio of the process's CPU time (``time.process_time``: time spent waiting for a core
+that other work holds does not count). Target: every=10 <= 1.05x.
+
+Measured (shared 2-core Intel Xeon, load average 4-6 from other work; docs/autopilot.md):
+width 64, 15 rounds: every=10 1.081x (CPU time 1.076x; an earlier run 1.125x), no clip
+1.084x, every=1 1.373x; width 256, 9 rounds: every=10 1.094x (CPU time 1.124x), every=1
+1.397x. The target is not met.
 
 Usage:
     python benchmarks/autopilot_overhead.py [--rounds 7] [--steps 100] [--threads 1]
+        [--widths 64,256]
 """
 
 from __future__ import annotations
@@ -38,14 +48,14 @@ SKIP = 5  # steps before the clock starts (the init and first checks are timed a
 
 
 class _Clock(Callback):
-    """Wall time from the start of step SKIP to the end of the last step."""
+    """Wall and CPU time from the start of step SKIP to the end of the last step."""
 
     def on_step_start(self, loop, step):
         if step == SKIP:
-            self.t0 = time.perf_counter()
+            self.t0 = (time.perf_counter(), time.process_time())
 
     def on_end(self, loop):
-        self.seconds = time.perf_counter() - self.t0
+        self.seconds = (time.perf_counter() - self.t0[0], time.process_time() - self.t0[1])
 
 
 def main() -> None:
@@ -53,19 +63,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--widths", default="64,256", help="comma-separated net widths")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    spec = load_spec({"net": {"depth": 30, "width": 64, "activation": "tanh",
+    for width in (int(w) for w in args.widths.split(",")):
+        measure(width, args)
+
+
+def measure(width: int, args: argparse.Namespace) -> None:
+    """Time the variants on the 30-layer net of this width and print the ratios."""
+    spec = load_spec({"net": {"depth": 30, "width": width, "activation": "tanh",
                               "init": "orthogonal"}, "data": {"name": "digits"},
                       "train": {"steps": args.steps, "eval_every": args.steps + 1}})
     data = load_data(spec.data)
     variants = {
         "plain": lambda: [],
         "autopilot every=10": lambda: [Autopilot(data=data, every=10)],
+        "autopilot every=10, no clip": lambda: [Autopilot(data=data, every=10, clip=None)],
         "autopilot every=1": lambda: [Autopilot(data=data, every=1)],
     }
 
-    def timed(make) -> float:
+    def timed(make) -> tuple[float, float]:
         model = build(spec.net, data.in_shape, data.n_classes, seed=0)
         clock = _Clock()
         train(model, data, spec.train, probe=False, callbacks=[*make(), clock])
@@ -74,26 +92,30 @@ def main() -> None:
     for make in variants.values():  # warm-up: first calls pay for lazy imports and caches
         timed(make)
     ratios: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     best: dict[str, float] = {}
     names = list(variants)
     for r in range(args.rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         times = {name: timed(variants[name]) for name in order}
         for name in names:
-            ratios[name].append(times[name] / times["plain"])
-            best[name] = min(best.get(name, times[name]), times[name])
+            wall, used = times[name]
+            ratios[name].append(wall / times["plain"][0])
+            cpu[name].append(used / times["plain"][1])
+            best[name] = min(best.get(name, wall), wall)
     model = build(spec.net, data.in_shape, data.n_classes, seed=0)
     from gradprobe.autopilot.init import data_dependent_init
 
     t0 = time.perf_counter()
     data_dependent_init(model, data.x_train[:512])
     init_s = time.perf_counter() - t0
-    print(f"30-layer width-64 tanh MLP, batch 128, {args.steps} steps per run, "
+    print(f"30-layer width-{width} tanh MLP, batch 128, {args.steps} steps per run, "
           f"{args.rounds} rounds, {args.threads} thread(s)")
-    print("  variant                 median ratio   ratio of fastest runs")
+    print("  variant                       median ratio   fastest runs   CPU time, median")
     for name in names:
         fastest = best[name] / best["plain"]
-        print(f"  {name:<22} {statistics.median(ratios[name]):>9.3f}x {fastest:>14.3f}x")
+        print(f"  {name:<28} {statistics.median(ratios[name]):>9.3f}x {fastest:>12.3f}x "
+              f"{statistics.median(cpu[name]):>12.3f}x")
     print(f"  init (512 samples, once): {init_s * 1e3:.1f} ms")
 
 

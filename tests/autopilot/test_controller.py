@@ -12,8 +12,10 @@ from gradprobe.autopilot import records as R
 from gradprobe.autopilot.layers import trace_layers
 from gradprobe.autopilot.options import AutopilotOptions
 from gradprobe.autopilot.revive import UnitWatch
-from gradprobe.spec import TrainSpec
-from gradprobe.train import Loop
+from gradprobe.nets.plain import build
+from gradprobe.probe.quantities import SATURATION_THRESHOLD
+from gradprobe.spec import NetSpec, TrainSpec
+from gradprobe.train import Callback, Loop, train
 
 
 def _setup(ap: Autopilot, act: type[nn.Module] = nn.Tanh, lr: float = 0.1):
@@ -141,3 +143,62 @@ def test_dead_relu_units_are_left_alone_unless_revive_dead():
     watch.arm()
     model(x)
     assert [(s.name, n) for s, n in watch.revive()] == [("0", 1)]
+
+
+class _Grads(Callback):
+    """The weight gradients (and weights) of autopilot's layers at after_backward."""
+
+    def __init__(self, ap: Autopilot) -> None:
+        self.ap, self.grads, self.weights = ap, [], []
+
+    def after_backward(self, loop, step, loss):
+        self.grads.append([s.weight.grad.clone() for s in self.ap.slots])
+        self.weights.append([s.weight.detach().clone() for s in self.ap.slots])
+
+
+def test_multipliers_and_clipping_on_a_run_equal_a_reference_implementation(digits):
+    """Checks every 3 steps: multipliers and weight norms from the last check, clipping
+    from each step's gradient norm (the rules of docs/autopilot.md, written out again)."""
+    every, clip, cap, lr = 3, 0.004, 10.0, 0.05
+    ap = Autopilot(data=digits, every=every, clip=clip, max_lr_scale=cap, revive=False)
+    before, after = _Grads(ap), _Grads(ap)
+    model = build(NetSpec(depth=6, width=24, activation="sigmoid", init="xavier_normal"),
+                  digits.in_shape, digits.n_classes)
+    train(model, digits, TrainSpec(steps=10, batch_size=64, lr=lr), probe=False,
+          callbacks=[before, ap, after])
+    assert not ap.healthy
+    hits = total = 0
+    for step, (g0, g1, ws) in enumerate(zip(before.grads, after.grads, before.weights,
+                                            strict=True)):
+        g_norm = [float(g.double().norm()) for g in g0]
+        if step % every == 0:  # a check: weight norms and multipliers refreshed
+            w_norm = [float(w.double().norm()) for w in ws]
+            rel = [lr * g / w for g, w in zip(g_norm, w_norm, strict=True)]
+            median = sorted(rel)[(len(rel) - 1) // 2]
+            scale = [min(max(median / r, 1.0), cap) for r in rel]
+        for a, b, g, w, s in zip(g0, g1, g_norm, w_norm, scale, strict=True):
+            r = lr * s * g / w
+            want = s * clip / r if r > clip else s
+            hits, total = hits + (r > clip), total + 1
+            assert torch.allclose(b, a * want, rtol=1e-5, atol=0)
+    assert 0 < hits < total  # both branches taken
+
+
+@pytest.mark.parametrize("act", [nn.Tanh, nn.Sigmoid])
+def test_stuck_units_by_the_smallest_z_equal_phi_prime_on_every_sample(act):
+    model = nn.Sequential(nn.Linear(6, 40), act(), nn.Linear(40, 3))
+    watch = UnitWatch(trace_layers(model, torch.randn(8, 6)), AutopilotOptions())
+    assert all(watch._even.values())  # the shortcut is taken for these activations
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(64, 40, generator=gen)
+    z[:, :10] += 12.0  # saturated on one side
+    z[:, 10:20] = torch.where(torch.rand(64, 10, generator=gen) < 0.5, -12.0, 12.0)  # both
+    z[:, 20:30] *= 6.0  # wide: mostly saturated, not everywhere
+    watch.inputs = {0: z}
+    fast = watch._stuck()[0]
+    # reference: phi' through autograd on every sample, stuck where all are below 10 %
+    zz = z.clone().requires_grad_(True)
+    (dphi,) = torch.autograd.grad(act()(zz).sum(), zz)
+    top = {nn.Tanh: 1.0, nn.Sigmoid: 0.25}[act]  # sup |phi'|, closed form
+    want = (dphi.abs() < SATURATION_THRESHOLD * top).all(0)
+    assert torch.equal(fast, want) and 20 <= int(want.sum()) < 40

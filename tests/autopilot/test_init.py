@@ -150,3 +150,29 @@ def test_orthogonalise_leaves_non_finite_zero_and_oversized_weights_alone(monkey
     before = w.clone()
     init.orthogonalise(w)
     assert torch.equal(w, before)
+
+
+@pytest.mark.parametrize("gain, healthy", [(1.0, True), (3.0, False), (0.2, False)])
+def test_auto_leaves_a_net_alone_when_every_layer_is_within_the_band(gain, healthy):
+    from gradprobe.autopilot.init import HEALTHY_BAND
+
+    model = _mlp(nn.Tanh, depth=4)
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Linear):  # orthogonal rows scaled by gain: std ~ gain * input
+                nn.init.orthogonal_(m.weight, gain)
+                m.bias.zero_()
+    x = torch.randn(256, 5)
+    # reference: the pre-activation std of each hidden layer against tanh's target
+    ratios = [z.std(unbiased=False).item() / target_std(nn.Tanh())
+              for z in _pre_activations(model, x)[:-1]]
+    assert all(1 / HEALTHY_BAND <= r <= HEALTHY_BAND for r in ratios) == healthy
+    before = [p.detach().clone() for p in model.parameters()]
+    changes = data_dependent_init(model, x, orthogonal=True)
+    assert len(changes) == 4
+    assert all(c.applied != healthy for c in changes)
+    unchanged = all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert unchanged == healthy
+    if healthy:  # what it measured is the reference's std
+        got = [c.std_before / c.target for c in changes[:-1]]
+        assert got == pytest.approx(ratios, rel=1e-5)

@@ -107,12 +107,16 @@ def test_without_data_the_init_runs_on_the_first_batch(digits):
     assert len(rows) == 6 and result.status == "complete"
 
 
-def test_cli_run_prints_what_autopilot_did(tmp_path, store_path):
+@pytest.mark.parametrize("net, says", [
+    ({"net.activation": "sigmoid", "net.init": "xavier_normal"}, "init rescaled 4 layers"),
+    ({}, "init left the net as it was (healthy signal)"),  # tanh, within x2 of its target
+], ids=["sick", "healthy"])
+def test_cli_run_prints_what_autopilot_did(tmp_path, store_path, net, says):
     path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(tiny_spec(**{"train.autopilot": True})))
+    path.write_text(yaml.safe_dump(tiny_spec(**net, **{"train.autopilot": True})))
     out = CliRunner().invoke(app, ["run", str(path), "--store", str(store_path)])
     assert out.exit_code == 0, out.output
-    assert "autopilot: init rescaled 4 layers" in out.output
+    assert f"autopilot: {says}" in out.output
 
 
 def test_repair_offers_autopilot_and_keeps_the_architecture(digits):
@@ -151,3 +155,39 @@ def test_init_rescales_conv1d_layers_stored_in_by_out():
             ratio = p.detach() / before[name]
             # one factor per output unit (column), the same down every row
             assert torch.allclose(ratio, ratio[:1].expand_as(ratio), rtol=1e-5)
+
+
+def test_repair_initialises_autopilot_once(digits, monkeypatch):
+    import gradprobe.autopilot.controller as controller
+    import gradprobe.autopilot.repair as repair
+
+    calls = []
+    real = repair.data_dependent_init
+
+    def counted(*args, **kwargs):
+        calls.append(args[2] if len(args) > 2 else kwargs.get("method", "auto"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(repair, "data_dependent_init", counted)
+    monkeypatch.setattr(controller, "data_dependent_init", counted)
+    model = build(NetSpec(depth=6, width=16, activation="sigmoid"), digits.in_shape,
+                  digits.n_classes)
+    fixes = gp.repair(model, digits, budget_steps=5, candidates=["autopilot"])
+    assert fixes.runs["autopilot"].steps == 5
+    # the build's init only; the callback's call is method "none", which does nothing
+    assert [c for c in calls if c != "none"] == ["auto"] and len(calls) == 2
+
+
+def test_a_healthy_net_is_left_alone(digits):
+    spec = TrainSpec(steps=30, batch_size=64, lr=0.05)
+    net = NetSpec(depth=6, width=32, activation="selu", init="lecun_normal")
+    plain = train(build(net, digits.in_shape, digits.n_classes, seed=0), digits, spec,
+                  probe=False)
+    ap = gp.Autopilot(data=digits)
+    auto = train(build(net, digits.in_shape, digits.n_classes, seed=0), digits, spec,
+                 probe=False, callbacks=[ap])
+    assert ap.healthy
+    quantities = set(auto.metrics["quantity"])
+    assert R.INIT_STD in quantities and not quantities & {R.INIT_SCALE, R.LR_SCALE, R.CLIP}
+    assert auto.final_loss == plain.final_loss  # not one intervention: the same run
+    assert "left the net as it was" in auto.summary["notes"][0]["reason"]

@@ -14,13 +14,13 @@ from gradprobe.spec import load_spec
 from gradprobe.train import train
 
 
-def _pair(digits, net: dict, steps: int, width: int = 32):
+def _pair(digits, net: dict, steps: int, width: int = 32, seed: int = 0):
     spec = load_spec({"net": {"width": width, **net}, "data": {"name": "digits"},
-                      "train": {"optimizer": "sgd", "lr": 0.05, "steps": steps,
+                      "train": {"optimizer": "sgd", "lr": 0.05, "steps": steps, "seed": seed,
                                 "batch_size": 128, "eval_every": 10_000}})
     out = []
     for callbacks in ([], [Autopilot(data=digits)]):
-        model = build(spec.net, digits.in_shape, digits.n_classes, seed=0)
+        model = build(spec.net, digits.in_shape, digits.n_classes, seed=seed)
         out.append(train(model, digits, spec.train, probe=False, callbacks=callbacks))
     return out
 
@@ -61,3 +61,17 @@ def test_issue_targets_at_the_demo_settings(digits, net, at_least):
     assert auto.status == "complete"
     assert auto.summary["final_test_accuracy"] >= at_least
     assert auto.summary["final_test_accuracy"] > plain.summary["final_test_accuracy"] + 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("net", [
+    {"depth": 30, "activation": "tanh", "init": "orthogonal"},
+    {"depth": 10, "activation": "relu", "init": "he_normal"},
+    {"depth": 30, "activation": "selu", "init": "lecun_normal"},
+], ids=["tanh-orthogonal-30", "relu-he-10", "selu-lecun-30"])
+def test_healthy_nets_at_the_demo_settings(digits, net, seed):
+    """final_loss: the whole training set's loss after the last update (docs/autopilot.md)."""
+    plain, auto = _pair(digits, net, steps=300, width=64, seed=seed)
+    assert auto.status == "complete"
+    assert auto.final_loss <= 1.1 * plain.final_loss

@@ -36,10 +36,11 @@ from typing import Any
 import torch
 
 from gradprobe.autopilot import records as R
-from gradprobe.autopilot.init import data_dependent_init
+from gradprobe.autopilot.init import HEALTHY_BAND, data_dependent_init
 from gradprobe.autopilot.layers import LayerSlot, trace_layers
 from gradprobe.autopilot.options import AutopilotOptions
 from gradprobe.autopilot.revive import UnitWatch
+from gradprobe.kwinputs import KwInputs
 from gradprobe.outputs import compute_loss
 from gradprobe.train import Callback, Loop
 
@@ -68,12 +69,19 @@ class Autopilot(Callback):
         self._init_done = False
         self._weights: list[torch.Tensor] = []
         self._params: list[list[torch.Tensor]] = []  # per layer: weight (and bias)
-        self._lr: list[float] = []  # per layer: the optimizer's lr
+        self._groups: list[dict[str, Any]] = []  # per layer: its optimizer param group
+        self._lr: list[float] = []  # per layer: the optimizer's lr, refreshed at each check
         self._w_norm: list[float] = []  # per layer, refreshed at each check
         self._scale: list[float] = []  # per layer: the trust-ratio multiplier
+        self._per: list[float] = []  # per layer: lr * scale / |W| as of the last check
         self._clipped: list[int] = []  # per layer: clipped steps since the last check
         self._since = 0
         self._last_raised: list[str] = []
+        self._scaler: LayerScaler | None = None
+        #: Per layer: the factor the last step's gradients were multiplied by (trust
+        #: ratio times clipping; 1: untouched).
+        self.factors: list[float] = []
+        self.healthy = False  # ``auto`` found the net healthy: no init, no trust ratio
         self.notes: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ loop hooks
@@ -94,8 +102,10 @@ class Autopilot(Callback):
         grads = self._grads() if self._weights else None
         if grads is None:
             return
-        g_norm = _norms(grads)
-        if step % self.options.every == 0:
+        check = step % self.options.every == 0
+        # without clipping, the gradient norms are read at checks only
+        g_norm = _norms(grads) if check or self.options.clip is not None else []
+        if check:
             self._check(loop, step, g_norm)
         self._scale_and_clip(g_norm)
 
@@ -109,7 +119,7 @@ class Autopilot(Callback):
         data = self.data
         if data is None:
             return None
-        x = data if isinstance(data, torch.Tensor) else data.x_train
+        x = data if isinstance(data, torch.Tensor | KwInputs) else data.x_train
         n = min(len(x), self.options.init_samples)
         gen = torch.Generator().manual_seed(loop.spec.seed if loop.spec is not None else 0)
         idx = torch.randperm(len(x), generator=gen)[:n]
@@ -134,27 +144,38 @@ class Autopilot(Callback):
         for c in changes:
             for name, value in ((R.INIT_SCALE, c.scale), (R.INIT_SHIFT, c.shift),
                                 (R.INIT_STD, c.std_before), (R.INIT_TARGET, c.target)):
-                loop.record(0, c.slot.name, c.slot.depth, name, value)
-        if changes:
-            lo = min(c.scale for c in changes)
-            hi = max(c.scale for c in changes)
-            self._note(loop, 0, "init", [c.slot.name for c in changes],
+                if c.applied or name in (R.INIT_STD, R.INIT_TARGET):
+                    loop.record(0, c.slot.name, c.slot.depth, name, value)
+        applied = [c for c in changes if c.applied]
+        if applied:
+            lo = min(c.scale for c in applied)
+            hi = max(c.scale for c in applied)
+            self._note(loop, 0, "init", [c.slot.name for c in applied],
                        f"{opts.init} data-dependent init on {len(x)} samples: "
                        f"{'weights orthogonalised, ' if opts.orthogonal else ''}each layer's "
                        f"pre-activations {'' if opts.init == 'lsuv' else 'centred and '}"
                        f"scaled to the std its activation wants (weights x{lo:.3g}..x{hi:.3g})")
+        elif changes:
+            self.healthy = True
+            ratios = [c.std_before / c.target for c in changes if c.slot.act is not None]
+            self._note(loop, 0, "init", [],
+                       f"init left the net as it was: on {len(x)} samples every hidden "
+                       f"layer's pre-activation std is within x{HEALTHY_BAND:g} of its "
+                       f"target (x{min(ratios):.3g}..x{max(ratios):.3g}); no trust ratio either, "
+                       "clipping and revival stay on as guards")
         self._setup(loop)
 
     def _setup(self, loop: Loop) -> None:
-        lr_of = {id(p): g.get("lr", 0.0) for g in loop.optimizer.param_groups
-                 for p in g["params"]}
+        group_of = {id(p): g for g in loop.optimizer.param_groups for p in g["params"]}
         slots = [s for s in self.slots
-                 if s.weight is not None and s.weight.requires_grad and id(s.weight) in lr_of]
+                 if s.weight is not None and s.weight.requires_grad and id(s.weight) in group_of]
         self.slots = slots
         self._weights = [s.weight for s in slots]
         self._params = [[p for p in (s.weight, s.bias) if p is not None and p.requires_grad]
                         for s in slots]
-        self._lr = [float(lr_of[id(w)]) for w in self._weights]
+        self._groups = [group_of[id(w)] for w in self._weights]
+        self._lr = [float(g.get("lr", 0.0)) for g in self._groups]
+        self._scaler = LayerScaler(self._params)
         self._scale = [1.0] * len(slots)
         self._clipped = [0] * len(slots)
         if self.options.revive and slots:
@@ -166,7 +187,8 @@ class Autopilot(Callback):
         """Refresh weight norms, set the trust-ratio multipliers, revive stuck units."""
         opts = self.options
         self._w_norm = _norms(self._weights)
-        if opts.trust_ratio:
+        self._lr = [float(g.get("lr", 0.0)) for g in self._groups]  # follows a schedule
+        if opts.trust_ratio and not self.healthy:
             self._trust_ratio(loop, step, g_norm)
         if opts.clip is not None:
             since = max(self._since, 1)
@@ -179,6 +201,8 @@ class Autopilot(Callback):
                            f"per step on {len(hit)} layers")
             self._clipped = [0] * len(self.slots)
             self._since = 0
+        self._per = [lr * v / max(w, 1e-30)
+                     for lr, v, w in zip(self._lr, self._scale, self._w_norm, strict=True)]
         if self.watch is not None and self.watch.armed:
             revived = self.watch.revive()
             for s, n in revived:
@@ -217,23 +241,20 @@ class Autopilot(Callback):
     def _scale_and_clip(self, g_norm: list[float]) -> None:
         """Multiply each layer's gradient by its trust-ratio scale, clipped (AGC)."""
         clip = self.options.clip
-        factors = list(self._scale)
-        if clip is not None and self._w_norm:
-            for i, (lr, g, w) in enumerate(zip(self._lr, g_norm, self._w_norm, strict=True)):
-                rel = lr * factors[i] * g / max(w, 1e-30)
-                if rel > clip:  # False for NaN: a NaN gradient is left to end the run
-                    factors[i] *= clip / rel
+        factors = self._scale
+        if clip is not None and self._per and g_norm:
+            per = self._per  # k * |G| is the relative update lr * scale * |G| / |W|
+            hits = [i for i, (k, g) in enumerate(zip(per, g_norm, strict=True))
+                    if k * g > clip]
+            if hits:  # (never for NaN: a NaN gradient is left to end the run)
+                factors = list(factors)
+                for i in hits:
+                    factors[i] *= clip / (per[i] * g_norm[i])
                     self._clipped[i] += 1
         self._since += 1
-        tensors, scalars = [], []
-        for ps, v in zip(self._params, factors, strict=True):
-            if v != 1.0:
-                for p in ps:
-                    if p.grad is not None:
-                        tensors.append(p.grad)
-                        scalars.append(v)
-        if tensors:
-            torch._foreach_mul_(tensors, scalars)
+        self.factors = factors
+        if self._scaler is not None:
+            self._scaler.apply(factors)
 
     # ------------------------------------------------------------------ notes
 
@@ -250,3 +271,52 @@ def _norms(tensors: list[torch.Tensor]) -> list[float]:
     """The 2-norm of each tensor: one fused kernel, one read back."""
     return torch.stack(torch._foreach_norm(tensors)).tolist()
 
+
+class LayerScaler:
+    """Multiplies each layer's gradients (weight and bias) by that layer's factor.
+
+    One fused ``_foreach_mul_`` over the gradients of the layers whose factor is not 1,
+    nothing when all are 1. The factors live in one tensor whose 0-dim views are built
+    once: a list of Python floats would make the fused call wrap a scalar per gradient,
+    which measured three times slower on the CPU (see benchmarks/autopilot_overhead.py).
+
+    Example:
+        >>> a, b = torch.ones(2, requires_grad=True), torch.ones(3, requires_grad=True)
+        >>> a.grad, b.grad = torch.ones(2), torch.ones(3)
+        >>> LayerScaler([[a], [b]]).apply([1.0, 0.5])
+        >>> a.grad.tolist(), b.grad.tolist()
+        ([1.0, 1.0], [0.5, 0.5, 0.5])
+    """
+
+    def __init__(self, params: list[list[torch.Tensor]]) -> None:
+        self.params = params
+        devices = {p.device for ps in params for p in ps}
+        dtypes = {p.dtype for ps in params for p in ps}
+        # one device and dtype: 0-dim views in the gradients' dtype; else Python floats
+        self._device = devices.pop() if len(devices) == 1 and len(dtypes) == 1 else None
+        dtype = dtypes.pop() if self._device is not None else torch.float64
+        self._factor = torch.ones(len(params), dtype=dtype, device=self._device)
+        self._views = self._factor.unbind(0)
+        self._last: list[float] = [1.0] * len(params)
+        self._layers: list[int] = []  # layers whose factor is not 1
+        self._scalars: list[Any] = []  # per gradient of those layers: its factor
+
+    def apply(self, factors: list[float]) -> None:
+        if factors != self._last:  # new factors: the layers and scalars to use
+            self._last = list(factors)
+            self._layers = [i for i, v in enumerate(factors) if v != 1.0]
+            self._scalars = [self._views[i] if self._device is not None else factors[i]
+                             for i in self._layers for _ in self.params[i]]
+            if self._device is not None and self._layers:
+                self._factor.copy_(torch.tensor(factors, dtype=torch.float64))  # rounds once
+        if not self._layers:
+            return
+        grads = [p.grad for i in self._layers for p in self.params[i]]
+        if any(g is None for g in grads):  # a layer without a gradient this step
+            pairs = [(g, v) for g, v in zip(grads, self._scalars, strict=True) if g is not None]
+            if not pairs:
+                return
+            grads, scalars = [g for g, _ in pairs], [v for _, v in pairs]
+            torch._foreach_mul_(grads, scalars)
+            return
+        torch._foreach_mul_(grads, self._scalars)

@@ -5,9 +5,9 @@ The init runs on the first training batch (its inputs: ``batch[0]`` for a tuple 
 else the batch; the module's ``forward`` must take them), before that batch's forward
 pass. The checks, trust ratio, clipping and revival run in ``on_before_optimizer_step``
 (after backward, before the update), at the trainer's ``global_step``; the trust ratio
-reads the first optimizer's learning rate. After ``fit``, ``callback.rows`` holds
-autopilot's tidy rows and ``callback.notes`` its reasons. (A Hugging Face
-TrainerCallback does not exist yet.)
+reads the first optimizer's learning rate, again at each check. After ``fit``,
+``callback.rows`` holds autopilot's tidy rows and ``callback.notes`` its reasons. The
+Hugging Face ``TrainerCallback`` is :mod:`gradprobe.autopilot.hf`.
 
 Example:
     >>> cb = AutopilotCallback(every=10)                          # doctest: +SKIP
@@ -21,8 +21,7 @@ from typing import Any
 
 import torch
 
-from gradprobe.autopilot.controller import Autopilot
-from gradprobe.train import Loop
+from gradprobe.autopilot.driver import AutopilotDriver
 
 try:
     import lightning.pytorch as pl
@@ -30,42 +29,26 @@ except ImportError:  # pragma: no cover - depends on the installed extra
     import pytorch_lightning as pl  # type: ignore[no-redef]
 
 
-class AutopilotCallback(pl.Callback):
+class AutopilotCallback(AutopilotDriver, pl.Callback):
     """:class:`Autopilot` as a Lightning callback; takes the same options."""
 
     def __init__(self, options: Any = None, **overrides: Any) -> None:
-        super().__init__()
-        self.autopilot = Autopilot(options, **overrides)
-        self.loop: Loop | None = None
-
-    @property
-    def rows(self) -> list[tuple[int, str, int, str, float]]:
-        return [] if self.loop is None else self.loop.rows
-
-    @property
-    def notes(self) -> list[dict[str, Any]]:
-        return [] if self.loop is None else self.loop.notes
+        AutopilotDriver.__init__(self, options, **overrides)
+        pl.Callback.__init__(self)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, idx: int) -> None:
         if self.loop is None:
-            from gradprobe.spec import TrainSpec
-
             x = batch[0] if isinstance(batch, list | tuple) else batch
             if not isinstance(x, torch.Tensor):
                 raise TypeError("AutopilotCallback needs batches of tensors or (x, y) pairs")
-            self.loop = Loop(model=pl_module, optimizer=trainer.optimizers[0], spec=TrainSpec(),
-                             device=x.device, loss_fn=None)
-            self.autopilot.data = x.to(pl_module.device)
-            self.autopilot.on_train_start(self.loop)
-        self.autopilot.on_step_start(self.loop, trainer.global_step)
+            self.begin(pl_module, trainer.optimizers[0], x.to(pl_module.device))
+        self.step_start(trainer.global_step)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        if self.loop is not None:
-            self.autopilot.after_backward(self.loop, trainer.global_step, float("nan"))
+        self.before_update(trainer.global_step)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        if self.loop is not None:
-            self.autopilot.on_end(self.loop)
+        self.end()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self.on_fit_end(trainer, pl_module)
+        self.end()

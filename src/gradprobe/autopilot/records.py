@@ -3,12 +3,15 @@
 Rows (``step, layer, depth, quantity, value``), per weight layer:
 
 * ``autopilot_init_scale`` (step 0): factor the init multiplied the layer's weights by
-  (``unitwise``: the rms of the per-unit factors);
-* ``autopilot_init_shift`` (step 0): rms over units of the change of the layer's bias;
+  (``unitwise``: the rms of the per-unit factors); absent when ``auto`` found the net
+  healthy and left it as it was;
+* ``autopilot_init_shift`` (step 0): rms over units of the change of the layer's bias
+  (absent likewise);
 * ``autopilot_init_std`` (step 0): standard deviation of the layer's output on the init
-  batch before the init (the layers before it already initialised); after, it is
-  ``autopilot_init_target``;
-* ``autopilot_init_target`` (step 0): the standard deviation the init gave it;
+  batch before the init (the layers before it already initialised; all unchanged when the
+  net was left alone); after, it is ``autopilot_init_target``;
+* ``autopilot_init_target`` (step 0): the standard deviation the init gave it (or would
+  have given it);
 * ``autopilot_lr_scale`` (every ``every`` steps): the factor the layer's gradient is
   multiplied by until the next check (trust ratio, in [1, ``max_lr_scale``]);
 * ``autopilot_clip`` (every ``every`` steps, when > 0): fraction of the steps since the
@@ -54,6 +57,8 @@ def summarize(metrics: pd.DataFrame) -> str | None:
     if not scale.empty:
         lo, hi = min(scale.min(), 1 / scale.max()), max(scale.max(), 1 / scale.min())
         parts.append(f"init rescaled {len(scale)} layers (x{lo:.2g}-x{hi:.2g})")
+    elif (rows["quantity"] == INIT_STD).any():
+        parts.append("init left the net as it was (healthy signal)")
     lr = rows[(rows["quantity"] == LR_SCALE) & (rows["value"] > 1.0)]
     if not lr.empty:
         parts.append(f"step sizes raised on {lr['layer'].nunique()} layers "

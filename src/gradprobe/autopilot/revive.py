@@ -37,6 +37,7 @@ import math
 from typing import Any
 
 import torch
+from torch import nn
 
 from gradprobe.autopilot import targets
 from gradprobe.autopilot.layers import LayerSlot
@@ -51,6 +52,25 @@ MIN_SHRINK = 0.5
 SAMPLES = 64
 
 
+def falls_with_abs(handler: Any, act: nn.Module) -> bool:
+    """Whether ``|phi'(z)|`` is even and never rises with ``|z|`` (tanh, sigmoid, hardtanh).
+
+    Then the largest ``|phi'|`` over samples is the one at the smallest ``|z|``, and a
+    check evaluates phi' once per unit instead of once per sample. Read off phi' on a grid
+    of ``|z|`` up to 30.
+
+    Example:
+        >>> from gradprobe.probe import handlers as H
+        >>> [falls_with_abs(H.activation_handler(a), a) for a in (nn.Tanh(), nn.ReLU())]
+        [True, False]
+    """
+    t = torch.linspace(0.0, 30.0, 3001, dtype=torch.float64)
+    with torch.no_grad():
+        up, down = handler.dphi(act, t).abs(), handler.dphi(act, -t).abs()
+    return bool(torch.isfinite(up).all() and torch.allclose(up, down, rtol=1e-9, atol=1e-12)
+                and (up.diff() <= 0).all())
+
+
 class UnitWatch:
     """Per-unit statistics of activation inputs on armed steps, and the corrective step."""
 
@@ -62,6 +82,8 @@ class UnitWatch:
         self._handler = [(h, h.max_dphi(s.act)) for s in self.slots for h in [s.act_handler()]]
         self._kind = [(id(h), repr(s.act)) for s, (h, _) in zip(self.slots, self._handler,
                                                                  strict=True)]
+        self._even = {k: falls_with_abs(h, s.act)
+                      for s, (h, _), k in zip(self.slots, self._handler, self._kind, strict=True)}
         self.inputs: dict[int, torch.Tensor] = {}  # slot index -> activation input
         self._hooks: list[Any] = []
 
@@ -109,11 +131,16 @@ class UnitWatch:
             act = self.slots[members[0][0]].act
             handler, top = self._handler[members[0][0]]
             z = torch.cat([r for _, r in members], dim=1)  # (samples, all units)
-            d = handler.dphi(act, z)
-            small = d.abs() < SATURATION_THRESHOLD * top if top else d == 0
-            if self.options.revive_fraction >= 1.0:
-                stuck = small.all(0)  # (all units,)
+            if self.options.revive_fraction >= 1.0:  # small on every sample: the largest is
+                # (one float reduction; comparing all elements first measured 10x slower)
+                if self._even[self._kind[members[0][0]]]:  # largest at the smallest |z|
+                    peak = handler.dphi(act, z.abs().amin(0)).abs()  # (all units,)
+                else:
+                    peak = handler.dphi(act, z).abs().amax(0)
+                stuck = peak < SATURATION_THRESHOLD * top if top else peak == 0
             else:
+                d = handler.dphi(act, z)
+                small = d.abs() < SATURATION_THRESHOLD * top if top else d == 0
                 stuck = small.sum(0) >= math.ceil(self.options.revive_fraction * len(z))
             if not bool(stuck.any()):
                 continue

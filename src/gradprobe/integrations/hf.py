@@ -7,7 +7,8 @@ Needs ``transformers``. Like the Lightning callback, it drives the training loop
 one step per optimizer step in ``on_pre_optimizer_step`` (after backward and the trainer's
 gradient clipping, before the update: weight-gradient rows are of the clipped gradient,
 backward signals of the unclipped one), and is detached in ``on_train_end``. After
-``train()``, ``callback.probe`` holds the record.
+``train()``, ``callback.probe`` holds the record. Autopilot's callback,
+:class:`gradprobe.autopilot.hf.AutopilotCallback`, is importable from here too.
 
 Gradient accumulation: ``on_substep_end`` (after every micro-batch but the last) ends the
 step's capture, so the probe measures the first micro-batch of each optimizer step
@@ -39,6 +40,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extra
     raise ImportError("gradprobe.integrations.hf needs transformers: "
                       "pip install transformers") from exc
 
+from gradprobe.autopilot.hf import AutopilotCallback  # noqa: F401 (re-exported)
 from gradprobe.integrations.driver import ProbeDriver
 from gradprobe.record import profile_at, tidy_frame
 
