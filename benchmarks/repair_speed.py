@@ -1,0 +1,167 @@
+"""Repair on a VGG-16-sized CNN: the sequential path against the ensemble, side by side.
+
+The model is the VGG-16-style CNN of ``tests/models/zoo.py`` (13 3x3 convolutions of 8 to
+32 channels, 5 max pools, 2 linear layers, PyTorch default init: it vanishes, 10^-6.3),
+on 256 random 32x32 RGB images with 5 classes (``tests/models/test_real_models.py``,
+docs/your-model.md). ``gp.repair`` runs the baseline and 3 candidates for 30 steps
+(SGD lr 0.1, batch 128, seed 0) in each of four variants, interleaved round by round
+(the order rotates):
+
+* ``old``: ``ensemble=False, threads=<torch's default>``: the path before issue 16;
+* ``sequential``: ``ensemble=False``, threads by the policy (:mod:`gradprobe.threads`);
+* ``ensemble, torch threads``: ``ensemble=True, threads=<torch's default>``;
+* ``new``: the defaults: ensemble, threads by the policy.
+
+Printed: the median wall time of each, its ratio to ``old``, and where the time of the
+last ``old`` and ``new`` runs went (building the changed copies, evidence at
+initialisation, training: alone per candidate, or the ensemble as a whole).
+
+    python benchmarks/repair_speed.py --rounds 3
+    python benchmarks/repair_speed.py --candidates "init he_normal,batchnorm,lr x10"
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.models.zoo
+
+from tests.models.zoo import vgg  # noqa: E402
+
+import gradprobe as gp  # noqa: E402
+from gradprobe.diagnosis import repair_runs  # noqa: E402
+from gradprobe.diagnosis.repair import CANDIDATES, RNN_CANDIDATES, Candidate  # noqa: E402
+from gradprobe.threads import available_cores  # noqa: E402
+
+VGG16 = (8, 8, "M", 16, 16, "M", 16, 16, 16, "M", 32, 32, 32, "M", 32, 32, 32)
+repair_module = importlib.import_module("gradprobe.diagnosis.repair")  # not gp.repair
+DEFAULT_CANDIDATES = "init he_normal,init orthogonal,lr x10"
+ORIGINAL = {"collect_evidence": repair_module.collect_evidence,
+            "train_candidates": repair_module.train_candidates,
+            "train_run": repair_runs.train_run, "train_ensemble": repair_runs.train_ensemble}
+
+
+class Clock:
+    """Seconds spent per (phase, candidate), filled by the wrappers below."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[tuple[str, str], float] = defaultdict(float)
+        self.current = "baseline"
+
+    def timed(self, phase: str, fn: Callable, who: Callable[..., str] | None = None
+              ) -> Callable:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            name = who(*args, **kwargs) if who is not None else self.current
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[(phase, name)] += time.perf_counter() - start
+        return wrapper
+
+
+def instrument(clock: Clock, names: list[str]) -> list[Candidate]:
+    """The candidates with timed builds; evidence and training timed by patching."""
+    by_name = {c.name: c for c in CANDIDATES + RNN_CANDIDATES}
+
+    def build_of(c: Candidate) -> Callable:
+        def build(model: Any, ctx: Any) -> Any:
+            clock.current = c.name
+            return clock.timed("build", c.build)(model, ctx)
+        return build
+
+    alone_names: list[str] = []
+
+    def who_alone(*args: Any, **kwargs: Any) -> str:
+        return alone_names.pop(0) if alone_names else "?"
+
+    def who_ensemble(members: list, *args: Any, **kwargs: Any) -> str:
+        return f"ensemble of {len(members)}"
+
+    def train_candidates(jobs: list, *args: Any, **kwargs: Any) -> Any:
+        alone_names[:] = [j.name for j in jobs]  # those trained alone go in job order
+        return ORIGINAL["train_candidates"](jobs, *args, **kwargs)
+
+    repair_module.collect_evidence = clock.timed("evidence", ORIGINAL["collect_evidence"])
+    repair_module.train_candidates = train_candidates
+    repair_runs.train_run = clock.timed("train", ORIGINAL["train_run"], who_alone)
+    repair_runs.train_ensemble = clock.timed("train", ORIGINAL["train_ensemble"], who_ensemble)
+    return [dataclasses.replace(by_name[n], build=build_of(by_name[n])) for n in names]
+
+
+def problem(n: int = 256) -> tuple[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    torch.manual_seed(0)
+    model = vgg(plan=VGG16)  # 13 convolutions, 2 linear layers
+    g = torch.Generator().manual_seed(0)
+    return model, (torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 5, (n,), generator=g))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--candidates", default=DEFAULT_CANDIDATES)
+    parser.add_argument("--variants", default="old,sequential,ensemble torch threads,new")
+    args = parser.parse_args()
+    torch_threads = torch.get_num_threads()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"machine: {platform.processor() or platform.machine()}, {available_cores()} cores, "
+          f"torch {torch.__version__}, torch threads {torch_threads}, load {load:.2f}")
+    variants = {
+        "old": {"ensemble": False, "threads": torch_threads},
+        "sequential": {"ensemble": False, "threads": None},
+        "ensemble torch threads": {"ensemble": True, "threads": torch_threads},
+        "new": {"ensemble": True, "threads": None},
+    }
+    chosen = [v.strip() for v in args.variants.split(",")]
+    names = [n.strip() for n in args.candidates.split(",")]
+    model, data = problem()
+    clocks: dict[str, Clock] = {}
+    times: dict[str, list[float]] = {v: [] for v in chosen}
+    results: dict[str, Any] = {}
+    gp.repair(model, data, budget_steps=2, candidates=names[:1])  # warm-up (imports)
+    for r in range(args.rounds):
+        order = chosen[r % len(chosen):] + chosen[: r % len(chosen)]
+        for v in order:
+            clock = clocks[v] = Clock()
+            cands = instrument(clock, names)
+            start = time.perf_counter()
+            results[v] = gp.repair(model, data, budget_steps=args.steps, candidates=cands,
+                                   **variants[v])
+            times[v].append(time.perf_counter() - start)
+            print(f"  round {r + 1}: {v}: {times[v][-1]:.1f} s", flush=True)
+    base = statistics.median(times[chosen[0]])
+    print(f"\nrepair, VGG-16-style CNN, 256 images 3x32x32, baseline + {len(names)} "
+          f"candidates x {args.steps} steps, {args.rounds} rounds, median:")
+    for v in chosen:
+        med = statistics.median(times[v])
+        print(f"  {v:24s} {med:7.1f} s   {base / med:5.2f}x faster than {chosen[0]}")
+    for v in chosen:
+        print(f"\nwhere the time went ({v}, last round):")
+        for (phase, who), sec in sorted(clocks[v].seconds.items()):
+            print(f"  {phase:9s} {who:24s} {sec:6.1f} s")
+    first = results[chosen[0]].table.set_index("candidate")
+    for v in chosen[1:]:
+        other = results[v].table.set_index("candidate")
+        worst = max(abs(first.loc[c, "final_loss"] - other.loc[c, "final_loss"])
+                    / abs(first.loc[c, "final_loss"]) for c in first.index)
+        same = (first["verdict"] == other.loc[first.index, "verdict"]).all()
+        print(f"{v}: final losses within {worst:.1e} (relative) of {chosen[0]}'s, "
+              f"verdicts {'the same' if same else 'DIFFERENT'}")
+
+
+if __name__ == "__main__":
+    main()
