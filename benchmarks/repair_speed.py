@@ -18,6 +18,7 @@ initialisation, training: alone per candidate, or the ensemble as a whole).
 
     python benchmarks/repair_speed.py --rounds 3
     python benchmarks/repair_speed.py --candidates "init he_normal,batchnorm,lr x10"
+    python benchmarks/repair_speed.py --model mlp --steps 150
 """
 
 from __future__ import annotations
@@ -102,11 +103,20 @@ def instrument(clock: Clock, names: list[str]) -> list[Candidate]:
     return [dataclasses.replace(by_name[n], build=build_of(by_name[n])) for n in names]
 
 
-def problem(n: int = 256) -> tuple[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+def problem(kind: str) -> tuple[torch.nn.Module, Any, str]:
+    """The model, its data and a label: the VGG-16-style CNN, or (``mlp``) the kind of
+    network the playground repairs: a plain tanh MLP, depth 20, width 64, on digits."""
+    if kind == "mlp":
+        from gradprobe.nets.plain import build
+        from gradprobe.spec import NetSpec
+
+        model = build(NetSpec(depth=20, width=64, activation="tanh"), (64,), 10, seed=0)
+        return model, "digits", "tanh MLP depth 20 width 64, digits"
     torch.manual_seed(0)
     model = vgg(plan=VGG16)  # 13 convolutions, 2 linear layers
     g = torch.Generator().manual_seed(0)
-    return model, (torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 5, (n,), generator=g))
+    data = (torch.randn(256, 3, 32, 32, generator=g), torch.randint(0, 5, (256,), generator=g))
+    return model, data, "VGG-16-style CNN, 256 images 3x32x32"
 
 
 def main() -> None:
@@ -115,6 +125,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--candidates", default=DEFAULT_CANDIDATES)
     parser.add_argument("--variants", default="old,sequential,ensemble torch threads,new")
+    parser.add_argument("--model", choices=("vgg", "mlp"), default="vgg")
     args = parser.parse_args()
     torch_threads = torch.get_num_threads()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -128,7 +139,7 @@ def main() -> None:
     }
     chosen = [v.strip() for v in args.variants.split(",")]
     names = [n.strip() for n in args.candidates.split(",")]
-    model, data = problem()
+    model, data, label = problem(args.model)
     clocks: dict[str, Clock] = {}
     times: dict[str, list[float]] = {v: [] for v in chosen}
     results: dict[str, Any] = {}
@@ -144,7 +155,7 @@ def main() -> None:
             times[v].append(time.perf_counter() - start)
             print(f"  round {r + 1}: {v}: {times[v][-1]:.1f} s", flush=True)
     base = statistics.median(times[chosen[0]])
-    print(f"\nrepair, VGG-16-style CNN, 256 images 3x32x32, baseline + {len(names)} "
+    print(f"\nrepair, {label}, baseline + {len(names)} "
           f"candidates x {args.steps} steps, {args.rounds} rounds, median:")
     for v in chosen:
         med = statistics.median(times[v])
@@ -153,15 +164,17 @@ def main() -> None:
         print(f"\nwhere the time went ({v}, last round):")
         for (phase, who), sec in sorted(clocks[v].seconds.items()):
             print(f"  {phase:9s} {who:24s} {sec:6.1f} s")
-    first = results[chosen[0]].table.set_index("candidate")
-    for v in chosen[1:]:
-        other = results[v].table.set_index("candidate")
-        worst = max(abs(first.loc[c, "final_loss"] - other.loc[c, "final_loss"])
-                    / abs(first.loc[c, "final_loss"]) for c in first.index)
-        same = (first["verdict"] == other.loc[first.index, "verdict"]).all()
-        print(f"{v}: final losses within {worst:.1e} (relative) of {chosen[0]}'s, "
-              f"verdicts {'the same' if same else 'DIFFERENT'}")
-
+    pairs = [("new", "sequential"), ("ensemble torch threads", "old")]
+    for fast, slow in [(f, s) for f, s in pairs if f in results and s in results]:
+        per_round = [b / a for a, b in zip(times[fast], times[slow], strict=True)]
+        a, b = (results[v].table.set_index("candidate") for v in (fast, slow))
+        worst = max(abs(a.loc[c, "final_loss"] - b.loc[c, "final_loss"])
+                    / abs(b.loc[c, "final_loss"]) for c in b.index)
+        same = (a.loc[b.index, "verdict"] == b["verdict"]).all()
+        print(f"{fast} against {slow} (same threads, ensemble or not): "
+              f"{statistics.median(per_round):.2f}x (per round "
+              f"{', '.join(f'{x:.2f}' for x in per_round)}); final losses within "
+              f"{worst:.1e} relative, verdicts {'the same' if same else 'DIFFERENT'}")
 
 if __name__ == "__main__":
     main()

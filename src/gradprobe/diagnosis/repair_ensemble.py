@@ -235,7 +235,9 @@ class _StackedOptimizer:
         self.params = [p for p in params.values() if p.requires_grad]
         self.kind = specs[0].optimizer
         self.momentum = specs[0].momentum
-        self.lr = torch.tensor([s.lr for s in specs], dtype=torch.float64, device=device)
+        lr = torch.tensor([s.lr for s in specs], dtype=torch.float64, device=device)
+        #: per parameter: minus each member's learning rate, shaped to broadcast over it
+        self.neg_lr = [(-lr).to(p.dtype).view(_members(p)) for p in self.params]
         clips = [math.inf if m.clip is None else m.clip for m in members]
         self.clip = (torch.tensor(clips, dtype=torch.float64, device=device)
                      if any(m.clip is not None for m in members) else None)
@@ -251,36 +253,41 @@ class _StackedOptimizer:
         keep = None if all(alive) else torch.tensor(alive, device=self.params[0].device)
         self.t += 1
         with torch.no_grad():
-            for p, g, state in zip(self.params, grads, self.state, strict=True):
+            for p, g, state, neg_lr in zip(self.params, grads, self.state, self.neg_lr,
+                                           strict=True):
                 if g is None:
                     continue
-                shape = (-1,) + (1,) * (p.dim() - 1)
                 if keep is not None:  # no NaN from a diverged member into the state
-                    g = torch.where(keep.view(shape), g, torch.zeros((), dtype=g.dtype))
-                new = p - self._direction(g, state, shape)
-                p.copy_(new if keep is None else torch.where(keep.view(shape), new, p))
+                    g = torch.where(keep.view(_members(p)), g, torch.zeros((), dtype=g.dtype))
+                d = self._direction(g, state)
+                if keep is None:
+                    p.addcmul_(neg_lr, d)
+                else:
+                    p.copy_(torch.where(keep.view(_members(p)), p + neg_lr * d, p))
 
-    def _direction(self, g: torch.Tensor, state: list[torch.Tensor], shape: tuple
-                   ) -> torch.Tensor:
-        """lr * the update direction, per member."""
-        lr = self.lr.to(g.dtype).view(shape)
+    def _direction(self, g: torch.Tensor, state: list[torch.Tensor]) -> torch.Tensor:
+        """The update direction, to be scaled by each member's learning rate."""
         if self.kind == "sgd":
-            return lr * g
+            return g
         if self.kind == "momentum":
             if not state:
                 state.append(g.clone())
             else:
                 state[0].mul_(self.momentum).add_(g)
-            return lr * state[0]
+            return state[0]
         beta1, beta2, eps = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults
         if not state:
             state += [torch.zeros_like(g), torch.zeros_like(g)]
         avg, avg_sq = state
         avg.lerp_(g, 1 - beta1)
         avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        step_size = lr / (1 - beta1 ** self.t)
         denom = (avg_sq.sqrt() / math.sqrt(1 - beta2 ** self.t)).add_(eps)
-        return step_size * avg / denom
+        return avg / denom / (1 - beta1 ** self.t)
+
+
+def _members(t: torch.Tensor) -> tuple[int, ...]:
+    """The shape of a per-member vector broadcast over stacked tensor ``t``."""
+    return (-1,) + (1,) * (t.dim() - 1)
 
 
 def _clip(grads: list[torch.Tensor | None], max_norm: torch.Tensor) -> None:
@@ -292,4 +299,4 @@ def _clip(grads: list[torch.Tensor | None], max_norm: torch.Tensor) -> None:
     total = torch.linalg.vector_norm(norms, dim=1)  # (members,)
     coef = torch.clamp(max_norm.to(total.dtype) / (total + 1e-6), max=1.0)
     for g in present:
-        g.mul_(coef.to(g.dtype).view((-1,) + (1,) * (g.dim() - 1)))
+        g.mul_(coef.to(g.dtype).view(_members(g)))
