@@ -43,8 +43,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from gradprobe.diagnosis.evidence import BATCH_SIZE, TrainingRun
-from gradprobe.diagnosis.findings import DEFAULT_THRESHOLDS, Thresholds
+from gradprobe.diagnosis.evidence import TrainingRun
 from gradprobe.diagnosis.inputs import Problem, model_device
 from gradprobe.diagnosis.training import run_spec, train_data, training_run
 from gradprobe.kwinputs import KwInputs
@@ -154,29 +153,22 @@ def _template(models: list[nn.Module]) -> tuple[nn.Module, dict[str, torch.Tenso
     return template, choices
 
 
-def train_ensemble(
-    members: list[Member],
-    problem: Problem,
-    *,
-    steps: int,
-    optimizer: str = "sgd",
-    batch_size: int = BATCH_SIZE,
-    seed: int = 0,
-    thresholds: Thresholds = DEFAULT_THRESHOLDS,
-    on_step: Callable[[int], None] | None = None,
-) -> list[TrainingRun]:
+def train_ensemble(members: list[Member], problem: Problem, *,
+                   on_step: Callable[[int], None] | None = None, **settings: Any
+                   ) -> list[TrainingRun]:
     """Train every member's model in place as ``train_run`` would train it alone.
 
-    All members must share one :func:`signature` (not None). ``on_step(n)`` is called after
-    each step with the number of members that took it. Returns one
+    ``settings``: ``steps`` and optionally ``optimizer``, ``batch_size``, ``seed`` and
+    ``thresholds``, as :func:`~gradprobe.diagnosis.training.run_spec` takes them. All members
+    must share one :func:`signature` (not None). ``on_step(n)`` is called after each step
+    with the number of members that took it. Returns one
     :class:`~gradprobe.diagnosis.evidence.TrainingRun` per member, in order.
     """
     if len({signature(m.model) for m in members} | {None}) != 2:
         raise ValueError("ensemble members must share one signature (repair_ensemble.signature)")
-    specs = [run_spec(steps=steps, lr=m.lr, optimizer=optimizer, batch_size=batch_size,
-                      seed=seed, thresholds=thresholds) for m in members]
+    specs = [run_spec(lr=m.lr, **settings) for m in members]
     device = model_device(members[0].model)
-    with seeded(seed, device):
+    with seeded(specs[0].seed, device):
         results = _Ensemble(members, problem, specs, device).run(on_step)
     return [training_run(r, s, problem) for r, s in zip(results, specs, strict=True)]
 
