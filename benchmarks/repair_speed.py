@@ -93,7 +93,11 @@ def instrument(clock: Clock, names: list[str]) -> list[Candidate]:
         return f"ensemble of {len(members)}"
 
     def train_candidates(jobs: list, *args: Any, **kwargs: Any) -> Any:
-        alone_names[:] = [j.name for j in jobs]  # those trained alone go in job order
+        keys = [repair_runs.ensemble_key(j) if kwargs.get("ensemble", True) else None
+                for j in jobs]
+        # those that train alone, in job order (as train_candidates trains them)
+        alone_names[:] = [j.name for j, k in zip(jobs, keys, strict=True)
+                          if k is None or keys.count(k) == 1]
         return ORIGINAL["train_candidates"](jobs, *args, **kwargs)
 
     repair_module.collect_evidence = clock.timed("evidence", ORIGINAL["collect_evidence"])

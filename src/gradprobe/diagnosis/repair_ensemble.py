@@ -1,8 +1,7 @@
 """Repair candidates that share shapes, trained as one ensemble.
 
 Candidates whose changed models have the same structure (module types and settings,
-parameter names and shapes; :func:`signature`; elementwise activations may differ) train
-together: their parameters are
+parameter names and shapes; :func:`signature`) train together: their parameters are
 stacked, member ``m`` being slice ``m`` of every stacked tensor, and one
 ``torch.vmap(functional_call)`` pass runs every member's forward and loss on the same
 minibatch. The sum of the members' losses gives each member exactly its own gradient.
@@ -33,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -47,7 +45,6 @@ from gradprobe.diagnosis.evidence import TrainingRun
 from gradprobe.diagnosis.inputs import Problem, model_device
 from gradprobe.diagnosis.training import run_spec, train_data, training_run
 from gradprobe.kwinputs import KwInputs
-from gradprobe.nets.activations import entry_for_module
 from gradprobe.outputs import cast_inputs, evaluate, loss_on, model_dtype
 from gradprobe.record import tidy_frame
 from gradprobe.spec import TrainSpec
@@ -70,17 +67,21 @@ class Member:
 def signature(model: nn.Module) -> Hashable | None:
     """What members of one ensemble must share; None when ``model`` must train alone.
 
-    Module names, types and public settings (a convolution's padding) and parameter names,
-    shapes, dtypes and devices. Parameter-free catalogue activations
-    (:func:`gradprobe.nets.activations.entry_for_module`: ReLU, LeakyReLU(0.2), SELU, tanh,
-    ...) may differ: they are elementwise, and a mixed ensemble applies each member's own.
-    Buffers (batch norm's running statistics), hooks and active dropout make a model train
-    alone.
+    Module names, types and public settings (a LeakyReLU's slope, a convolution's padding)
+    and parameter names, shapes, dtypes and devices. Buffers (batch norm's running
+    statistics), hooks and active dropout make a model train alone.
+
+    Members whose activations differ do not share an ensemble: applying each member's own
+    activation under vmap means computing every activation for every member and choosing
+    (``torch.where``), which made a mixed ensemble of 4 VGG-16-style CNNs 2.4x slower than
+    training them one by one (docs/performance.md, "Repair speed").
 
     Example:
         >>> relu, selu = (nn.Sequential(nn.Linear(3, 4), a) for a in (nn.ReLU(), nn.SELU()))
-        >>> signature(relu) == signature(selu)
+        >>> signature(relu) == signature(nn.Sequential(nn.Linear(3, 4), nn.ReLU()))
         True
+        >>> signature(relu) == signature(selu)
+        False
         >>> signature(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))) is None
         True
     """
@@ -92,65 +93,12 @@ def signature(model: nn.Module) -> Hashable | None:
                  m._backward_pre_hooks)
         if any(hooks) or (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0):
             return None
-        modules.append((name, "activation") if _mixable(m) else (name, *_settings(m)))
+        public = tuple(sorted((k, repr(v)) for k, v in vars(m).items()
+                              if not k.startswith("_") and k not in _MACHINERY))
+        modules.append((name, type(m), public))
     params = tuple((n, tuple(p.shape), p.dtype, p.device, p.requires_grad)
                    for n, p in model.named_parameters())
     return tuple(modules), params
-
-
-def _settings(m: nn.Module) -> tuple[type, tuple]:
-    """A module's type and public attributes (what decides its computation)."""
-    return type(m), tuple(sorted((k, repr(v)) for k, v in vars(m).items()
-                                 if not k.startswith("_") and k not in _MACHINERY))
-
-
-def _mixable(m: nn.Module) -> bool:
-    """A parameter-free, elementwise catalogue activation module."""
-    return (entry_for_module(m) is not None and next(m.parameters(), None) is None
-            and next(m.children(), None) is None)
-
-
-class _Choose(nn.Module):
-    """Each member's own activation at one place of a mixed ensemble: under vmap,
-    ``choice`` is the member's one-hot row over ``acts``."""
-
-    def __init__(self, acts: list[nn.Module]) -> None:
-        super().__init__()
-        self.acts = acts  # a plain list: no submodules, nothing for named_modules to list
-        self.register_buffer("choice", torch.zeros(len(acts)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.acts[0](x)
-        for k in range(1, len(self.acts)):  # where: the other branches get no gradient
-            out = torch.where(self.choice[k] > 0, self.acts[k](x), out)
-        return out
-
-
-def _template(models: list[nn.Module]) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    """The module whose forward runs every member, and the per-member one-hot choices
-    (stacked, by buffer name) where the members' activations differ."""
-    named = [dict(model.named_modules()) for model in models]
-    mixed = [name for name, m in named[0].items()
-             if _mixable(m) and len({_settings(n[name]) for n in named}) > 1]
-    if not mixed:
-        return models[0], {}
-    template = copy.deepcopy(models[0])
-    choices: dict[str, torch.Tensor] = {}
-    for name in mixed:
-        kinds = list(dict.fromkeys(_settings(n[name]) for n in named))
-        acts = []
-        for kind in kinds:
-            act = copy.deepcopy(next(n[name] for n in named if _settings(n[name]) == kind))
-            if getattr(act, "inplace", False):
-                act.inplace = False  # the branches all read the same input
-            acts.append(act)
-        parent, _, child = name.rpartition(".")
-        setattr(template.get_submodule(parent), child, _Choose(acts))
-        onehot = torch.zeros(len(models), len(kinds))
-        for m, n in enumerate(named):
-            onehot[m, kinds.index(_settings(n[name]))] = 1.0
-        choices[f"{name}.choice"] = onehot.to(next(template.parameters()).device)
-    return template, choices
 
 
 def train_ensemble(members: list[Member], problem: Problem, *,
@@ -182,8 +130,7 @@ class _Ensemble:
         self.models = [m.model.to(device) for m in members]
         for model in self.models:
             model.train()
-        # its forward runs every member under vmap (with each member's own activations)
-        self.template, self.choices = _template(self.models)
+        self.template = self.models[0]  # its forward runs every member under vmap
         self.loss_fn = problem.loss_fn
         dtype = model_dtype(self.template)
         d = train_data(problem)
@@ -223,8 +170,7 @@ class _Ensemble:
         for step in range(self.spec.steps):
             last = step == self.spec.steps - 1
             idx = self.sampler.next().to(self.x.device)
-            losses = batched_loss({**self.params, **self.choices}, self.x[idx],
-                                  self.y[idx])  # (members,)
+            losses = batched_loss(self.params, self.x[idx], self.y[idx])  # (members,)
             for m, value in enumerate(losses.detach().tolist()):
                 if not alive[m]:
                     continue
