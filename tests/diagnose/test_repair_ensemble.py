@@ -184,3 +184,14 @@ def test_repair_takes_a_thread_count_and_restores_the_callers(digits):
     assert torch.get_num_threads() == before
     with pytest.raises(UserError, match="threads"):
         gp.repair(model, digits, budget_steps=2, threads=0)
+
+
+def test_a_large_group_trains_as_several_ensembles_of_at_most_max_members(digits, groups):
+    model = build(NetSpec(depth=3, width=8, activation="tanh"), (64,), 10, seed=0)
+    names = ["init he_normal", "init lecun_normal", "init orthogonal", "lr x10", "lr x0.1",
+             "init critical (theory)"]
+    fast = gp.repair(model, digits, budget_steps=3, candidates=names)
+    assert groups == [4, 3] and max(groups) <= repair_runs.MAX_MEMBERS
+    assert set(fast.table["candidate"]) == {"baseline", *names}
+    slow = gp.repair(model, digits, budget_steps=3, candidates=names, ensemble=False)
+    _compare_tables(fast, slow)

@@ -3,7 +3,8 @@
 :func:`train_candidates` takes the built candidates (their changed models and training
 settings), groups those that can share one ensemble (the same
 :func:`~gradprobe.diagnosis.repair_ensemble.signature`, and no training callbacks other
-than gradient-norm clipping) and trains each group with
+than gradient-norm clipping; at most :data:`MAX_MEMBERS` per ensemble) and trains each
+group with
 :func:`~gradprobe.diagnosis.repair_ensemble.train_ensemble`; every other candidate, and the
 members of a group whose ensemble failed, train alone with
 :func:`~gradprobe.diagnosis.training.train_run`. Every candidate's run is what training it
@@ -51,6 +52,22 @@ class Job:
     callbacks: Sequence[Callback] = ()
 
 
+#: The most members one ensemble trains. On the 2-core CPU, VGG-16-style CNN, 1 thread:
+#: 4 members 1.21x faster than one by one (median of 5 rounds), 6 members 0.93x
+#: (docs/performance.md, "Repair speed"); larger groups train as several ensembles.
+MAX_MEMBERS = 4
+
+
+def _parts(group: list[Job]) -> list[list[Job]]:
+    """``group`` in near-equal parts of at most :data:`MAX_MEMBERS` (7 -> 4 + 3)."""
+    n = -(-len(group) // MAX_MEMBERS)
+    size, extra = divmod(len(group), n)
+    bounds = [0]
+    for i in range(n):
+        bounds.append(bounds[-1] + size + (1 if i < extra else 0))
+    return [group[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
 def ensemble_key(job: Job) -> Hashable | None:
     """Jobs with the same key train as one ensemble; None: the job trains alone."""
     if not all(type(cb) is ClipGradNorm for cb in job.callbacks):
@@ -87,7 +104,7 @@ def train_candidates(
     for job in jobs:
         key = ensemble_key(job) if ensemble else None
         (alone if key is None else groups.setdefault(key, [])).append(job)
-    for group in groups.values():
+    for group in (part for g in groups.values() for part in _parts(g)):
         if len(group) == 1:
             alone.append(group[0])
             continue
