@@ -39,6 +39,7 @@ from gradprobe.diagnosis.recurrent_fixes import (
     recurrent_init,
     to_gated,
 )
+from gradprobe.diagnosis.repair_runs import Job, train_candidates
 from gradprobe.diagnosis.rules import dead_findings, fmt10, gradient_findings, time_findings
 from gradprobe.diagnosis.surgery import (
     CannotApply,
@@ -47,10 +48,10 @@ from gradprobe.diagnosis.surgery import (
     reinitialise,
     swap_activations,
 )
-from gradprobe.diagnosis.training import train_run
 from gradprobe.errors import UserError
 from gradprobe.progress import ProgressBar
-from gradprobe.train import Callback, StepProgress
+from gradprobe.threads import check_threads, parameter_count, thread_policy
+from gradprobe.train import Callback
 
 #: Evidence batches per candidate: two keep the gradient columns cheap; the verdict rests
 #: on training, not on them.
@@ -335,6 +336,8 @@ def repair(
     candidates: Sequence[str | Candidate] | None = None,
     thresholds: Thresholds | None = None,
     progress: bool = False,
+    ensemble: bool = True,
+    threads: int | None = None,
 ) -> RepairResult:
     """Try candidate fixes on copies of ``model``; train each for ``budget_steps``; rank.
 
@@ -342,6 +345,10 @@ def repair(
     (default: all; the baseline always runs). The original model is never modified. A
     candidate that cannot be applied, or breaks, is listed in ``skipped`` with the reason.
     ``progress``: a bar over all candidates' steps with the time left (stderr, a terminal).
+    ``ensemble``: candidates whose changed models share their shapes train as one ensemble
+    (:mod:`gradprobe.diagnosis.repair_runs`; each run equals its run alone within float
+    rounding); False trains them one by one. ``threads``: torch threads while repairing;
+    None chooses them from the model size (:mod:`gradprobe.threads`).
 
     Example:
         >>> fixes = repair(model, "digits", budget_steps=200,
@@ -353,54 +360,46 @@ def repair(
         raise UserError(f"repair needs a torch.nn.Module, got {type(model).__name__}")
     if isinstance(budget_steps, bool) or not isinstance(budget_steps, int) or budget_steps < 1:
         raise UserError(f"budget_steps must be an integer >= 1, got {budget_steps!r}")
+    check_threads(threads)
     th = thresholds or DEFAULT_THRESHOLDS
     chosen = _choose(candidates, has_recurrent(model))
     problem = prepare(model, data, loss_fn)
-    base_ev = collect_evidence(model, problem, n_batches=REPAIR_EVIDENCE_BATCHES,
-                               batch_size=batch_size, seed=seed)
-    ctx = RepairContext(x=problem.x[: min(8, problem.n)], seed=seed, evidence=base_ev,
-                        thresholds=th)
-    original = clone(model)
+    n_params = parameter_count(model) * (len(chosen) if ensemble else 1)
+    with thread_policy(threads, n_params), \
+            ProgressBar(progress, "repair", len(chosen) * budget_steps) as bar:
+        built, skipped = _build_all(chosen, model, problem, batch_size, seed, th, bar)
+        bar.advance(len(skipped) * budget_steps)
+        jobs = [Job(c.name, changed, lr * c.lr_factor, c.callbacks(problem) if c.callbacks
+                    else ()) for c, changed, _, _ in built]
+        trained = train_candidates(jobs, problem, steps=budget_steps, optimizer=optimizer,
+                                   batch_size=batch_size, seed=seed, thresholds=th,
+                                   ensemble=ensemble, bar=bar,
+                                   describe=lambda text: f"repair: {escape(text)}")
+    base_ev = built[0][3]
     rows: list[dict[str, Any]] = []
-    skipped: list[tuple[str, str]] = []
     models: dict[str, nn.Module] = {}
     runs: dict[str, TrainingRun] = {}
-    with ProgressBar(progress, "repair", len(chosen) * budget_steps) as bar:
-        for i, cand in enumerate(chosen):
-            bar.advance(i * budget_steps - bar.completed)  # a skipped or stopped candidate
-            bar.describe(f"repair: {escape(cand.name)}")
-            try:
-                changed, what = cand.build(original, ctx)
-                ev = base_ev if cand.kind in ("baseline", "lr", "clip") else collect_evidence(
-                    changed, problem, n_batches=REPAIR_EVIDENCE_BATCHES, batch_size=batch_size,
-                    seed=seed, theory=False)
-                run = train_run(copy.deepcopy(changed), problem, steps=budget_steps,
-                                lr=lr * cand.lr_factor, optimizer=optimizer,
-                                batch_size=batch_size, seed=seed, thresholds=th,
-                                callbacks=[*(cand.callbacks(problem) if cand.callbacks else ()),
-                                           StepProgress(bar)])
-            except CannotApply as exc:
-                skipped.append((cand.name, str(exc)))
-                continue
-            except Exception as exc:  # a candidate (possibly the user's own) broke: say so
-                if cand.kind == "baseline":
-                    raise
-                skipped.append((cand.name, f"failed: {type(exc).__name__}: {exc}"))
-                continue
-            remaining = [f.kind for f in gradient_findings(ev, th) + time_findings(ev, th)
-                         + dead_findings(ev, th)]
-            models[cand.name], runs[cand.name] = changed, run
-            rows.append({
-                "candidate": cand.name, "kind": cand.kind,
-                "change": what + (f"; lr {lr * cand.lr_factor:g}" if cand.lr_factor != 1 else ""),
-                "log10_change_before": base_ev.profile.log10_change,
-                "log10_change_after": ev.profile.log10_change,
-                "findings_after": remaining,
-                "final_loss": run.final_loss, "initial_loss": run.initial_loss,
-                "train_accuracy": run.final_train_accuracy,
-                "test_accuracy": run.final_test_accuracy,
-                "stalled": run.stalled, "status": run.status,
-            })
+    for cand, changed, what, ev in built:
+        run = trained[cand.name]
+        if isinstance(run, Exception):  # a candidate (possibly the user's own) broke: say so
+            if cand.kind == "baseline":
+                raise run
+            skipped.append((cand.name, f"failed: {type(run).__name__}: {run}"))
+            continue
+        remaining = [f.kind for f in gradient_findings(ev, th) + time_findings(ev, th)
+                     + dead_findings(ev, th)]
+        models[cand.name], runs[cand.name] = changed, run
+        rows.append({
+            "candidate": cand.name, "kind": cand.kind,
+            "change": what + (f"; lr {lr * cand.lr_factor:g}" if cand.lr_factor != 1 else ""),
+            "log10_change_before": base_ev.profile.log10_change,
+            "log10_change_after": ev.profile.log10_change,
+            "findings_after": remaining,
+            "final_loss": run.final_loss, "initial_loss": run.initial_loss,
+            "train_accuracy": run.final_train_accuracy,
+            "test_accuracy": run.final_test_accuracy,
+            "stalled": run.stalled, "status": run.status,
+        })
     base = runs["baseline"]
     base_problem = _has_problem(base, base_ev, th)
     for row in rows:
@@ -416,6 +415,40 @@ def repair(
     table.insert(0, "rank", range(1, len(table) + 1))
     return RepairResult(table=table, skipped=skipped, budget_steps=budget_steps, lr=lr,
                         optimizer=optimizer, seed=seed, models=models, runs=runs)
+
+
+
+Built = tuple[Candidate, nn.Module, str, Evidence]
+
+
+def _build_all(chosen: list[Candidate], model: nn.Module, problem: Problem, batch_size: int,
+               seed: int, th: Thresholds, bar: ProgressBar
+               ) -> tuple[list[Built], list[tuple[str, str]]]:
+    """Every candidate's changed copy, what changed and its evidence at initialisation
+    (the baseline first); the candidates that could not be applied or broke, with why."""
+    base_ev = collect_evidence(model, problem, n_batches=REPAIR_EVIDENCE_BATCHES,
+                               batch_size=batch_size, seed=seed)
+    ctx = RepairContext(x=problem.x[: min(8, problem.n)], seed=seed, evidence=base_ev,
+                        thresholds=th)
+    original = clone(model)
+    built: list[Built] = []
+    skipped: list[tuple[str, str]] = []
+    for cand in chosen:
+        bar.describe(f"repair: building {escape(cand.name)}")
+        try:
+            changed, what = cand.build(original, ctx)
+            ev = base_ev if cand.kind in ("baseline", "lr", "clip") else collect_evidence(
+                changed, problem, n_batches=REPAIR_EVIDENCE_BATCHES, batch_size=batch_size,
+                seed=seed, theory=False)
+        except CannotApply as exc:
+            skipped.append((cand.name, str(exc)))
+        except Exception as exc:  # a candidate (possibly the user's own) broke: say so
+            if cand.kind == "baseline":
+                raise
+            skipped.append((cand.name, f"failed: {type(exc).__name__}: {exc}"))
+        else:
+            built.append((cand, changed, what, ev))
+    return built, skipped
 
 
 def _choose(candidates: Sequence[str | Candidate] | None,

@@ -34,6 +34,7 @@ from gradprobe.diagnosis.findings import DEFAULT_THRESHOLDS, Thresholds
 from gradprobe.diagnosis.inputs import Problem, model_device
 from gradprobe.errors import UserError
 from gradprobe.record import smooth_loss
+from gradprobe.spec import TrainSpec
 from gradprobe.train import Callback, Loop, TrainData, seeded, train
 
 #: The whole-set evaluations of a training run use at most this many samples.
@@ -87,6 +88,31 @@ def _none_if_nan(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
+def run_spec(*, steps: int, lr: float, optimizer: str = "sgd", batch_size: int = BATCH_SIZE,
+             seed: int = 0, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> TrainSpec:
+    """The :class:`~gradprobe.spec.TrainSpec` of a diagnosis training run (bad settings are a
+    :class:`UserError`): evaluation at the start, after the first step and at the end; the
+    stall window and tolerance from ``thresholds``.
+
+    Example:
+        >>> run_spec(steps=50, lr=0.1).eval_every
+        50
+    """
+    from pydantic import ValidationError
+
+    from gradprobe.spec import format_validation_error
+
+    if steps < 1:
+        raise UserError(f"steps must be >= 1 for a training run, got {steps}")
+    try:
+        return TrainSpec(optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size,
+                         seed=seed, eval_every=steps,
+                         stall_window=max(2, int(steps * thresholds.stall_window_fraction)),
+                         stall_tolerance=thresholds.stall_improvement)
+    except ValidationError as exc:
+        raise UserError(f"training settings: {format_validation_error(exc)}") from None
+
+
 def train_run(
     model: nn.Module,
     problem: Problem,
@@ -104,19 +130,8 @@ def train_run(
     ``callbacks`` go to :func:`gradprobe.train.train` (e.g. :class:`FiniteSnapshots`).
     Torch's random state is the caller's again afterwards.
     """
-    from pydantic import ValidationError
-
-    from gradprobe.spec import TrainSpec, format_validation_error
-
-    if steps < 1:
-        raise UserError(f"steps must be >= 1 for a training run, got {steps}")
-    try:
-        spec = TrainSpec(optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size,
-                         seed=seed, eval_every=steps,
-                         stall_window=max(2, int(steps * thresholds.stall_window_fraction)),
-                         stall_tolerance=thresholds.stall_improvement)
-    except ValidationError as exc:
-        raise UserError(f"training settings: {format_validation_error(exc)}") from None
+    spec = run_spec(steps=steps, lr=lr, optimizer=optimizer, batch_size=batch_size, seed=seed,
+                    thresholds=thresholds)
     device = model_device(model)
     with seeded(seed, device):
         result = train(model, train_data(problem), spec, probe=False, callbacks=callbacks,
