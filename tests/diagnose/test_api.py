@@ -159,3 +159,22 @@ def test_unknown_parametrised_layers_are_reported_not_skipped(digits):
     model = nn.Sequential(nn.Linear(64, 32), Scale(), nn.ReLU(), nn.Linear(32, 10))
     diag = gp.diagnose(model, digits)
     assert any("1 (Scale)" in n for n in diag.notes)
+
+
+def test_callbacks_join_the_training_run_and_can_end_it(digits):
+    from gradprobe.train import Callback
+
+    class StopAfter(Callback):
+        def __init__(self, last: int) -> None:
+            self.last, self.steps = last, []
+
+        def after_update(self, loop, step, loss):
+            self.steps.append(step)
+            if step == self.last:
+                loop.stop("enough", "interrupted")
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 10))
+    stop = StopAfter(2)
+    diag = gp.diagnose(model, digits, steps=50, callbacks=[stop])
+    assert stop.steps == [0, 1, 2]
+    assert diag.evidence.training.status == "interrupted"

@@ -277,3 +277,15 @@ def test_a_job_nobody_watches_is_cancelled():
 
     job = Slots(1, orphan_s=0.2).start("me", "train", work)
     assert job.wait(10) and job.cancel_reason == "no page is watching"
+
+
+def test_a_cancelled_diagnosis_stops_training_and_sends_no_findings():
+    from gradprobe.serve.analysis import run_diagnose
+    from gradprobe.serve.jobs import Job
+
+    _, spec = check({**TINY, "depth": 12, "steps": 100})
+    job = Job("me", "diagnose")
+    job.cancel("stopped from the page")
+    run_diagnose(job, spec)  # in this thread: stops after its first training step
+    kinds = [e["type"] for e in job.events_since(0)]
+    assert kinds == ["status"]

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from gradprobe.diagnosis.training import FiniteSnapshots, train_run
 from gradprobe.diagnosis.wording import fit_words, fmt10
 from gradprobe.errors import UserError
 from gradprobe.progress import ProgressBar
-from gradprobe.train import StepProgress
+from gradprobe.train import Callback, StepProgress
 
 #: Plain SGD at 0.1 is the default for diagnose's training run and for repair. On digits
 #: (standardised inputs, cross-entropy, batch 128) it trains a 10-layer He-initialised ReLU
@@ -184,6 +185,7 @@ def diagnose(
     thresholds: Thresholds | None = None,
     name: str | None = None,
     progress: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> Diagnosis:
     """Diagnose ``model``'s gradient flow on ``data``; ``steps > 0`` adds a short training run.
 
@@ -194,7 +196,9 @@ def diagnose(
     :mod:`gradprobe.diagnosis.inputs`). ``lr``/``optimizer`` set the training run (plain
     SGD at :data:`DEFAULT_LR` by default); ``n_batches`` x ``batch_size`` samples are probed;
     ``name`` labels the model in reports; ``progress`` shows a bar with the time left over
-    the training steps (stderr, a terminal). Raises :class:`UserError` for bad input.
+    the training steps (stderr, a terminal); ``callbacks`` join the training run
+    (:class:`gradprobe.train.Callback`, e.g. one that stops it early with ``loop.stop``).
+    Raises :class:`UserError` for bad input.
 
     Example:
         >>> diag = diagnose(model, data="digits", steps=200)      # doctest: +SKIP
@@ -216,7 +220,7 @@ def diagnose(
             evidence.training = train_run(
                 trained, problem, steps=steps, lr=lr, optimizer=optimizer,
                 batch_size=batch_size, seed=seed, thresholds=th,
-                callbacks=[snapshots, StepProgress(bar)],
+                callbacks=[snapshots, StepProgress(bar), *callbacks],
             )
         after, when = _evidence_after(trained, problem, evidence.training, snapshots,
                                       n_batches=n_batches, batch_size=batch_size, seed=seed)

@@ -4,7 +4,8 @@ on the current configuration, streamed as their results finish.
 Diagnosis sends one ``finding`` event per finding. Repair verifies one candidate at a time
 (``gp.repair(..., candidates=[name])``: the seeded baseline is the same in every call, so
 each verdict is the one a single call over all candidates gives) and sends each ranked row
-as it is verified; a cancelled job stops between candidates.
+as it is verified; a cancelled job stops between candidates. A cancelled diagnosis stops its
+training run after the current step and sends no findings.
 
 Example:
     >>> from gradprobe.serve.config import to_spec
@@ -43,12 +44,16 @@ def _settings(spec: ExperimentSpec) -> dict[str, Any]:
 def run_diagnose(job: Job, spec: ExperimentSpec) -> None:
     """Diagnose the configuration's network; one event per finding, then the verdict."""
     from gradprobe.diagnosis import diagnose
+    from gradprobe.serve.training import StopWhenCancelled
 
     model, data = _problem(spec)
     steps = min(spec.train.steps, DIAGNOSE_STEPS)
     job.emit({"type": "status", "message": f"diagnosing {spec.net.describe()} "
                                            f"(probe, theory, {steps} training steps)"})
-    diag = diagnose(model, data, steps=steps, name=spec.net.describe(), **_settings(spec))
+    diag = diagnose(model, data, steps=steps, name=spec.net.describe(),
+                    callbacks=[StopWhenCancelled(job)], **_settings(spec))
+    if job.cancelled:  # findings of a cut-short run would mislead; "end" says why
+        return
     for finding in diag.findings:
         job.emit({"type": "finding", "headline": finding.headline(), **finding.to_dict()})
     job.emit({"type": "diagnosis", "healthy": diag.healthy, "headline": diag.headline(),

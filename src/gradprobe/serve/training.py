@@ -39,11 +39,23 @@ def _row(row: tuple) -> list[Any]:
     return [int(step), layer, int(depth), quantity, value if math.isfinite(value) else None]
 
 
-class StreamCallback(Callback):
+class StopWhenCancelled(Callback):
+    """Ends the training loop (``interrupted``) after the step in which ``job`` was
+    cancelled."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def after_update(self, loop: Loop, step: int, loss: float) -> None:
+        if self.job.cancelled:
+            loop.stop(f"stopped from the playground: {self.job.cancel_reason}", "interrupted")
+
+
+class StreamCallback(StopWhenCancelled):
     """Streams record rows to ``job`` and stops the loop when the job is cancelled."""
 
     def __init__(self, job: Job, probe: ProbeCallback | None, flush_s: float = 0.1) -> None:
-        self.job = job
+        super().__init__(job)
         self.probe_cb = probe
         self.flush_s = flush_s
         self._loop_index = 0
@@ -69,8 +81,7 @@ class StreamCallback(Callback):
         self._last = time.monotonic()
 
     def after_update(self, loop: Loop, step: int, loss: float) -> None:
-        if self.job.cancelled:
-            loop.stop(f"stopped from the playground: {self.job.cancel_reason}", "interrupted")
+        super().after_update(loop, step, loss)
         self._flush(loop)
 
     def on_eval(self, loop: Loop, step: int, values: dict[str, float]) -> None:
