@@ -172,7 +172,7 @@ class Capture:
             hook_grad(out, partial(self._on_grad, module, "gout_sq"))
 
     def _on_grad(self, key: nn.Module, name: str, grad: torch.Tensor) -> None:
-        self._push(key, name, sum_sq(grad.detach()))
+        self._push(key, name, sum_sq(grad))
 
     def _on_layer_grads(
         self,
@@ -186,9 +186,9 @@ class Capture:
         of the node, dL/dx through the layer."""
         g, gi = grad_outputs[nr], grad_inputs[i]
         if g is not None:
-            self._push(module, "gout_sq", sum_sq(g.detach()))
+            self._push(module, "gout_sq", sum_sq(g))
         if gi is not None:
-            self._push(module, "gin_sq", sum_sq(gi.detach()))
+            self._push(module, "gin_sq", sum_sq(gi))
 
     def _act_key(self, module: nn.Module, args: tuple[Any, ...]) -> ActKey | None:
         if (not torch.is_grad_enabled() or self._micro_done or not args
@@ -223,12 +223,11 @@ class Capture:
         """sum(y), sum(y**2) of the layer's output y; where y fed a ReLU on an earlier
         recorded step, also its counts of y > 0 in the same read, left for the ReLU's hook
         (relu(y) > 0 iff y > 0)."""
-        y = out.detach()  # (batch, ...)
-        both = None
+        both = None  # out is read, not differentiated: no detach (tensors' docstring)
         if module in self._feeds_relu and "activation" in self._needs:
-            both = moments_counts(y, y.ndim >= 2)
+            both = moments_counts(out, out.ndim >= 2)  # (batch, ...)
         if both is None:
-            total, sq = moments(y)
+            total, sq = moments(out)
         else:
             total, sq, count, alive = both
             self._counted = (out, out._version, count, alive)
@@ -241,7 +240,7 @@ class Capture:
         key = self._act_key(module, args)
         if key is None or not isinstance(out, torch.Tensor):
             return
-        y = out.detach()  # (batch, ...)
+        y = out  # (batch, ...); read, not differentiated: no detach (tensors' docstring)
         batched = self._count_units(key, y)
         z, done = args[0], self._counted
         # counted by the layer's hook: the same tensor, unchanged but by an in-place ReLU
