@@ -38,6 +38,7 @@ class Capture:
     _last_out: tuple[nn.Module, torch.Tensor] | None  # the last weight layer's output
     _micro_done: bool
     _sat_levels: dict[nn.Module, tuple[float, float]]
+    _node_hooks: dict[nn.Module, partial]  # layer -> its node post-hook (_layer_grads_hook)
 
     def _push(self, key: Any, name: str, value: Value) -> None:
         if isinstance(value, float):  # already on the host
@@ -149,18 +150,18 @@ class Capture:
         if "grad_out" in self._needs and out.requires_grad:
             edge = self._gin_edge.pop(module, None)
             if edge is not None:
-                i = input_index(out.grad_fn, edge)
+                node = out.grad_fn  # each access makes a new Python object: once
+                i = input_index(node, edge)
                 if self._direct.get(module) is None:  # learning step: x came as an alias
                     # direct only if x reaches the node through that one input: its other
                     # inputs lead to parameters alone (Linear: bias, W^T; Conv: W, bias)
                     self._direct[module] = i is not None and all(
                         params_only(n, edge[0], 3)
-                        for j, (n, _) in enumerate(out.grad_fn.next_functions)  # type: ignore[union-attr]
+                        for j, (n, _) in enumerate(node.next_functions)  # type: ignore[union-attr]
                         if j != i
                     )
                 elif i is not None:
-                    hook = partial(self._on_layer_grads, module, i, out.output_nr)
-                    out.grad_fn.register_hook(hook)  # type: ignore[union-attr]
+                    node.register_hook(self._layer_grads_hook(module, i, out.output_nr))  # type: ignore[union-attr]
                     return
                 else:  # the layer stopped consuming x directly: alias from the next step
                     self._direct[module] = False
@@ -170,6 +171,13 @@ class Capture:
                         stacklevel=2,
                     )
             hook_grad(out, partial(self._on_grad, module, "gout_sq"))
+
+    def _layer_grads_hook(self, module: nn.Module, i: int, nr: int) -> partial:
+        """:meth:`_on_layer_grads` bound to a layer, made once per layer (not per step)."""
+        hook = self._node_hooks.get(module)
+        if hook is None or hook.args[1:] != (i, nr):
+            hook = self._node_hooks[module] = partial(self._on_layer_grads, module, i, nr)
+        return hook
 
     def _on_grad(self, key: nn.Module, name: str, grad: torch.Tensor) -> None:
         self._push(key, name, sum_sq(grad))

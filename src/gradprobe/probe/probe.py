@@ -205,6 +205,7 @@ class Probe(Capture, Updates, Functional, Params):
         # (learned on its first recorded step; see _layer_pre)
         self._direct: dict[nn.Module, bool] = {}
         self._feeds_relu: set[nn.Module] = set()
+        self._node_hooks: dict[nn.Module, Any] = {}
         self._gin_via_node = "grad_in" in self._needs
         self._init_params()
         self._init_functional()
