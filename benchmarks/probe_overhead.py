@@ -200,6 +200,7 @@ def main() -> None:
 
 _SKIPPED = {  # stand-ins for the native reductions that touch no tensor
     "moments": lambda t, tiny=0.0: (0.0, 1.0), "sum_sq": lambda t, tiny=0.0: 1.0,
+    "sum_sq_many": lambda ts, tiny=0.0: [1.0] * len(ts),
     "copy_sum_sq": lambda src, dst, tiny=0.0: 1.0, "diff_sum_sq": lambda a, b, tiny=0.0: 1.0,
     "counts": lambda t, batched, nonzero=False: (1.0, 1.0),
     "moments_counts": lambda t, batched, tiny=0.0: (0.0, 1.0, 1.0, 1.0),

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,12 +24,13 @@ import torch
 from gradprobe.native import build
 
 __all__ = ["copy_sum_sq", "counts", "diff_copy", "diff_sum_sq", "moments", "moments_counts",
-           "sum_sq"]
+           "sum_sq", "sum_sq_many"]
 
 _P, _N, _D, _I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
 _SIGNATURES = {
     "gradprobe_moments_f32": ([_P, _N, _P, _D, _I], None),
     "gradprobe_moments_f64": ([_P, _N, _P, _I], None),
+    "gradprobe_moments_many_f32": ([_P, _P, _N, _P, _D, _I], None),
     "gradprobe_copy_sum_sq_f32": ([_P, _P, _N, _P, _D, _I], None),
     "gradprobe_diff_sum_sq_f32": ([_P, _P, _N, _P, _D, _I], None),
     "gradprobe_counts_f32": ([_P, _N, _N, _I, _P], ctypes.c_int),
@@ -84,6 +86,28 @@ def sum_sq(t: torch.Tensor, tiny: float = 0.0) -> float | None:
     """
     out = _moments(t, tiny)
     return None if out is None else out[1]
+
+
+def sum_sq_many(ts: Sequence[torch.Tensor], tiny: float = 0.0) -> list[float] | None:
+    """``[sum_sq(t, tiny) for t in ts]``, the same numbers, in one call (a ctypes call costs
+    1.5-3 µs, more than reading a bias); None when the kernel cannot take one of them.
+
+    Example:
+        >>> sum_sq_many([torch.tensor([3.0, 4.0]), torch.ones(2)]) in (None, [25.0, 2.0])
+        True
+    """
+    for t in ts:
+        if not (t.is_cpu and t.dtype is torch.float32 and t.is_contiguous() and t.numel() > 0):
+            return None
+    lib = _lib()
+    if lib is None or not ts:
+        return None
+    k = len(ts)
+    out = (_D * (2 * k))()
+    lib.gradprobe_moments_many_f32((_P * k)(*[t.data_ptr() for t in ts]),
+                                   (_N * k)(*[t.numel() for t in ts]), k, out, tiny,
+                                   torch.get_num_threads())
+    return out[1::2]
 
 
 def _moments(t: torch.Tensor, tiny: float) -> ctypes.Array | None:

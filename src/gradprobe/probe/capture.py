@@ -24,6 +24,7 @@ from gradprobe.probe.tensors import (
     moments_counts,
     params_only,
     sum_sq,
+    sum_sq_each,
 )
 
 ActKey = tuple[nn.Module, int]  # (activation module, depth of the weight layer feeding it)
@@ -193,9 +194,13 @@ class Capture:
         """Post-hook on the node of the layer's output: dL/d(output) and, at input ``i``
         of the node, dL/dx through the layer."""
         g, gi = grad_outputs[nr], grad_inputs[i]
-        if g is not None:
+        if g is not None and gi is not None:  # one native call for both
+            gout_sq, gin_sq = sum_sq_each([g, gi])
+            self._push(module, "gout_sq", gout_sq)
+            self._push(module, "gin_sq", gin_sq)
+        elif g is not None:
             self._push(module, "gout_sq", sum_sq(g))
-        if gi is not None:
+        elif gi is not None:
             self._push(module, "gin_sq", sum_sq(gi))
 
     def _act_key(self, module: nn.Module, args: tuple[Any, ...]) -> ActKey | None:

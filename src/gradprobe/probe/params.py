@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from gradprobe.nets.layers import WeightKind
-from gradprobe.probe.tensors import Value, sum_sq
+from gradprobe.probe.tensors import Value, sum_sq, sum_sq_each
 
 #: Parameters with fewer entries have their gradient's sum of squares taken at step().
 HOT_MIN_NUMEL = 4096
@@ -73,13 +73,23 @@ class Params:
         if g is not None and not self._micro_done:  # later micro-batches: at step()
             self._grad_sq[id(p)] = (g, g._version, sum_sq(g))
 
-    def _grad_sum_sq(self, p: torch.Tensor) -> Value:
-        """|p.grad|**2 as it stands now (p.grad not None)."""
+    def _grad_taken(self, p: torch.Tensor) -> Value | None:
+        """|p.grad|**2 as taken at accumulation if p.grad is unchanged since, else None."""
         g = p.grad
         seen = self._grad_sq.get(id(p))
         if seen is not None and seen[0] is g and seen[1] == g._version:  # type: ignore[union-attr]
             return seen[2]
-        return sum_sq(g)  # type: ignore[arg-type]
+        return None
+
+    def _push_grad(self, reads: list[tuple[nn.Module, str, torch.Tensor]], m: nn.Module,
+                   name: str, p: torch.Tensor) -> None:
+        """|p.grad|**2 as taken at accumulation, else queued in ``reads``: biases are
+        read together in one native call (the call costs more than a bias's read)."""
+        value = self._grad_taken(p)
+        if value is None:
+            reads.append((m, name, p.grad))  # type: ignore[arg-type]
+        else:
+            self._push(m, name, value)
 
     def _weight_sq(self, m: nn.Module) -> None:
         """|W|**2 of layer ``m`` in its forward hook, while the matmul has left W in the
@@ -102,6 +112,7 @@ class Params:
         unchanged since (version counter); else it is taken here."""
         snap = self._watched_ids() if "update" in self._needs else set()
         old, self._w_sq = self._w_sq, {}
+        reads: list[tuple[nn.Module, str, torch.Tensor]] = []  # gradients to read here
         for m in self._depth:
             w, b = self._weight_bias(m)
             if w is not None:
@@ -116,9 +127,11 @@ class Params:
                 self._push(m, "w_sq", sq)
                 self._w_sq[id(w)] = (w._version, sq, taken, w)  # for a watched _opt_pre
                 if w.grad is not None:
-                    self._push(m, "wg_sq", self._grad_sum_sq(w))
+                    self._push_grad(reads, m, "wg_sq", w)
             if b is not None and b.grad is not None:
-                self._push(m, "bg_sq", self._grad_sum_sq(b))
+                self._push_grad(reads, m, "bg_sq", b)
+        for (m, name, _), value in zip(reads, sum_sq_each([g for *_, g in reads]), strict=True):
+            self._push(m, name, value)
         for key in self._norm_keys:
             grads = [p.grad.detach().reshape(-1) for p in key[0].parameters(recurse=False)
                      if p.grad is not None]

@@ -37,6 +37,13 @@ def sum_sq(t: torch.Tensor) -> Value:
     return torch_sum_sq(t.detach()) if value is None else value
 
 
+def sum_sq_each(ts: list[torch.Tensor]) -> list[Value]:
+    """``[sum_sq(t) for t in ts]``: CPU float32 tensors in one native call (a step's small
+    tensors: there the call, not the read, is the cost), else one by one."""
+    values = native.sum_sq_many(ts, UNDERFLOW_SUM_SQ) if len(ts) > 1 else None
+    return [sum_sq(t) for t in ts] if values is None else values  # type: ignore[return-value]
+
+
 def moments(t: torch.Tensor) -> tuple[Value, Value]:
     """(sum(t), sum(t**2)) in one native pass, else by torch (two passes)."""
     both = native.moments(t, UNDERFLOW_SUM_SQ)
