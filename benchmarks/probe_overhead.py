@@ -26,7 +26,8 @@ in the same round). Targets (issue 16): every=1 <= 1.10x (stretch 1.05x), every=
 
 ``--breakdown`` adds the probe with one capture at a time (every step, no watch), and the
 full probe with its reductions skipped (every hook, no pass over any tensor: the price of
-the hooks, the Python and the bookkeeping alone).
+the hooks, the Python and the bookkeeping alone), and empty hooks where the probe puts its
+own (torch's hook machinery alone).
 
 ``--compare SRC`` times this tree's gradprobe against another checkout's (``SRC`` is its
 ``src`` folder, e.g. from ``git archive <commit> src``), interleaved round by round: two
@@ -113,11 +114,14 @@ def main() -> None:
             torch.cuda.synchronize()
 
     def run_probe(every: int | None, watch: bool = False, quantities: list[str] | None = None,
-                  reductions: str = "native") -> Callable[[int], None]:
+                  reductions: str = "native", hooks_only: bool = False
+                  ) -> Callable[[int], None]:
         """Steps of a private copy of the model (bare too, so that all are alike), with a
-        probe attached throughout (``every=None``: none)."""
+        probe attached throughout (``every=None``: none; ``hooks_only``: empty hooks)."""
         own = copy.deepcopy(model)
         own_opt = torch.optim.SGD(own.parameters(), lr=1e-3)
+        if hooks_only:
+            empty_hooks(own, own_opt)
         probe = None if every is None else gp.Probe(own, every=every, quantities=quantities)
         if probe is not None:
             if watch:
@@ -181,7 +185,9 @@ def main() -> None:
             variants[label] = run_probe(1, watch=False, quantities=qs)
             steps_of[label] = args.steps
         variants["  every=1, reductions skipped"] = run_probe(1, watch=True, reductions="skip")
+        variants["  empty hooks, the probe's shape"] = run_probe(None, hooks_only=True)
         steps_of["  every=1, reductions skipped"] = args.steps
+        steps_of["  empty hooks, the probe's shape"] = args.steps
     names = list(variants)
 
     def one_round(r: int) -> dict[str, float]:
@@ -266,6 +272,29 @@ def compare(args: argparse.Namespace) -> None:
         this = _median_ratio(times["this"], name)[0]
         other = _median_ratio(times["other"], name)[0] if name in times["other"] else math.nan
         print(f"{name:<34} {this:7.3f}x {other:7.3f}x")
+
+
+def empty_hooks(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+    """Hooks where a watching probe puts its own, each doing nothing: per Linear a forward
+    pre-hook and a forward hook that registers a post-hook on its output's autograd node,
+    a post-accumulate hook on its weight; per ReLU a forward hook; the optimizer's step
+    pre- and post-hooks. Their price is torch's hook machinery, not gradprobe's Python."""
+
+    def node_hook(grad_inputs: object, grad_outputs: object) -> None:
+        return None
+
+    def layer_post(module: nn.Module, args: object, out: torch.Tensor) -> None:
+        out.grad_fn.register_hook(node_hook)  # type: ignore[union-attr]
+
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            m.register_forward_pre_hook(lambda module, args: None)
+            m.register_forward_hook(layer_post)
+            m.weight.register_post_accumulate_grad_hook(lambda p: None)
+        elif isinstance(m, nn.ReLU):
+            m.register_forward_hook(lambda module, args, out: None)
+    opt.register_step_pre_hook(lambda *a: None)
+    opt.register_step_post_hook(lambda *a: None)
 
 
 _SKIPPED = {  # stand-ins for the native reductions that touch no tensor
