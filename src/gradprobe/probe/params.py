@@ -98,10 +98,12 @@ class Params:
         w = self._weight_bias(m)[0]
         if w is None:
             return
-        taken = "update" in self._needs and id(w) in self._watched_ids()
         seen = self._w_sq.get(id(w))
-        if (seen is not None and seen[3] is w and seen[0] == w._version
-                and (seen[2] or not taken)):
+        fresh = seen is not None and seen[3] is w and seen[0] == w._version
+        if fresh and seen[2]:  # type: ignore[index]  # copied and squared by the last update
+            return
+        taken = "update" in self._needs and id(w) in self._watched_ids()
+        if fresh and not taken:
             return
         sq = self._snapshot(w, w)[1] if taken else sum_sq(w)
         self._w_sq[id(w)] = (w._version, sq, taken, w)
