@@ -104,8 +104,8 @@ def sum_sq_many(ts: Sequence[torch.Tensor], tiny: float = 0.0) -> list[float] | 
         return None
     k = len(ts)
     out = (_D * (2 * k))()
-    lib.gradprobe_moments_many_f32((_P * k)(*[t.data_ptr() for t in ts]),
-                                   (_N * k)(*[t.numel() for t in ts]), k, out, tiny,
+    lib.gradprobe_moments_many_f32((_P * k)(*map(torch.Tensor.data_ptr, ts)),
+                                   (_N * k)(*map(torch.Tensor.numel, ts)), k, out, tiny,
                                    torch.get_num_threads())
     return out[1::2]
 

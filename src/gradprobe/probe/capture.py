@@ -41,15 +41,23 @@ class Capture:
     _sat_levels: dict[nn.Module, tuple[float, float]]
     _node_hooks: dict[nn.Module, partial]  # layer -> its node post-hook (_layer_grads_hook)
 
-    def _push(self, key: Any, name: str, value: Value) -> None:
-        if isinstance(value, float):  # already on the host
-            host = self._host.get(key)
-            if host is None:
-                host = self._host[key] = {}
-            host[name] = value
-        else:
-            self._tensors.append(value)
-            self._keys.append((key, name))
+    def _push(self, key: Any, name: str, value: Value, name2: str = "", value2: Value = 0.0
+              ) -> None:
+        """Leave primitive ``name`` (and ``name2`` where given: one call for a pair) of
+        ``key``: in its host dict if a float, else queued for the read-back."""
+        host = None
+        for n, v in ((name, value), (name2, value2)):
+            if not n:
+                return
+            if isinstance(v, float):  # already on the host
+                if host is None:
+                    host = self._host.get(key)
+                    if host is None:
+                        host = self._host[key] = {}
+                host[n] = v
+            else:
+                self._tensors.append(v)
+                self._keys.append((key, n))
 
     def _depth_ranks(self) -> dict[int, int]:
         """Depth 1..n of each weight layer that ran, keyed by its order of first call
@@ -196,8 +204,7 @@ class Capture:
         g, gi = grad_outputs[nr], grad_inputs[i]
         if g is not None and gi is not None:  # one native call for both
             gout_sq, gin_sq = sum_sq_each([g, gi])
-            self._push(module, "gout_sq", gout_sq)
-            self._push(module, "gin_sq", gin_sq)
+            self._push(module, "gout_sq", gout_sq, "gin_sq", gin_sq)
         elif g is not None:
             self._push(module, "gout_sq", sum_sq(g))
         elif gi is not None:
@@ -227,8 +234,7 @@ class Capture:
         else:  # bounded: saturation is read on the output h = phi(z)
             d, h = handler.dphi_and_output(module, z)
             h = h.detach()
-            self._push(key, "sat_low", (h < levels[0]).sum())
-            self._push(key, "sat_high", (h > levels[1]).sum())
+            self._push(key, "sat_low", (h < levels[0]).sum(), "sat_high", (h > levels[1]).sum())
         self._push(key, "dphi_sq", sum_sq(d))
         self._push_counts(key, d, batched, "nonzero")
 
@@ -245,8 +251,7 @@ class Capture:
             total, sq, count, alive = both
             self._counted = (out, out._version, count, alive)
         self._last_out = (module, out)
-        self._push(module, "out_sum", total)
-        self._push(module, "out_sq", sq)
+        self._push(module, "out_sum", total, "out_sq", sq)
 
     def _relu_post(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         # ReLU from its output y = relu(z): phi'(z) = 1 iff y != 0, so counts suffice
@@ -258,8 +263,7 @@ class Capture:
         z, done = args[0], self._counted
         # counted by the layer's hook: the same tensor, unchanged but by an in-place ReLU
         if done is not None and z is done[0] and z._version == done[1] + (out is z):
-            self._push(key, "active", done[2])
-            self._push(key, "alive", done[3])
+            self._push(key, "active", done[2], "alive", done[3])
         else:
             self._push_counts(key, y, batched, "active")
         self._counted = None
@@ -271,8 +275,7 @@ class Capture:
         "active", ``a`` is a ReLU output, >= 0) and of units nonzero on some sample
         ("alive"; a unit is dead iff phi' is 0 on every sample), one pass for both."""
         count, alive = counts(a, batched, nonzero=name == "nonzero")
-        self._push(key, name, count)
-        self._push(key, "alive", alive)
+        self._push(key, name, count, "alive", alive)
 
     def _count_units(self, key: ActKey, z: torch.Tensor) -> bool:
         n = z.numel()

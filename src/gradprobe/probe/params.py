@@ -73,23 +73,17 @@ class Params:
         if g is not None and not self._micro_done:  # later micro-batches: at step()
             self._grad_sq[id(p)] = (g, g._version, sum_sq(g))
 
-    def _grad_taken(self, p: torch.Tensor) -> Value | None:
-        """|p.grad|**2 as taken at accumulation if p.grad is unchanged since, else None."""
+    def _push_grad(self, reads: list[tuple[nn.Module, str, torch.Tensor]], m: nn.Module,
+                   name: str, p: torch.Tensor) -> None:
+        """|p.grad|**2 as taken at accumulation if p.grad is unchanged since (same tensor,
+        same version), else queued in ``reads``: those are read together in one native call
+        (for a bias the call costs more than the read)."""
         g = p.grad
         seen = self._grad_sq.get(id(p))
         if seen is not None and seen[0] is g and seen[1] == g._version:  # type: ignore[union-attr]
-            return seen[2]
-        return None
-
-    def _push_grad(self, reads: list[tuple[nn.Module, str, torch.Tensor]], m: nn.Module,
-                   name: str, p: torch.Tensor) -> None:
-        """|p.grad|**2 as taken at accumulation, else queued in ``reads``: biases are
-        read together in one native call (the call costs more than a bias's read)."""
-        value = self._grad_taken(p)
-        if value is None:
-            reads.append((m, name, p.grad))  # type: ignore[arg-type]
+            self._push(m, name, seen[2])
         else:
-            self._push(m, name, value)
+            reads.append((m, name, g))  # type: ignore[arg-type]
 
     def _weight_sq(self, m: nn.Module) -> None:
         """|W|**2 of layer ``m`` in its forward hook, while the matmul has left W in the

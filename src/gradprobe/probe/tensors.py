@@ -162,8 +162,13 @@ def input_index(node: Any, edge: tuple[Any, int]) -> int | None:
     if node is None:
         return None
     target, nr = edge
-    hits = [i for i, (n, k) in enumerate(node.next_functions) if n is target and k == nr]
-    return hits[0] if len(hits) == 1 else None
+    hit = None
+    for i, (n, k) in enumerate(node.next_functions):  # a loop: no comprehension's frame
+        if n is target and k == nr:
+            if hit is not None:
+                return None
+            hit = i
+    return hit
 
 
 def params_only(node: Any, avoid: Any, depth: int) -> bool:
