@@ -26,11 +26,19 @@ in the same round). Targets (issue 16): every=1 <= 1.10x (stretch 1.05x), every=
 
 ``--breakdown`` adds the probe with one capture at a time (every step, no watch), and the
 full probe with its reductions skipped (every hook, no pass over any tensor: the price of
-the hooks, the Python and the bookkeeping alone).
+the hooks, the Python and the bookkeeping alone), and empty hooks where the probe puts its
+own (torch's hook machinery alone).
+
+``--compare SRC`` times this tree's gradprobe against another checkout's (``SRC`` is its
+``src`` folder, e.g. from ``git archive <commit> src``), interleaved round by round: two
+worker processes, one per tree, each run one round of every variant in turn (who goes
+first alternates), and each variant's ratio is to its own process's bare step of the same
+round. Peers are skipped there.
 
 Usage:
     python benchmarks/probe_overhead.py [--rounds 40] [--steps 2] [--threads N]
                                         [--device cpu|cuda] [--breakdown] [--no-peers]
+                                        [--compare OTHER/src]
 """
 
 from __future__ import annotations
@@ -38,12 +46,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import json
+import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -81,7 +93,13 @@ def main() -> None:
     ap.add_argument("--no-peers", action="store_true", help="skip the peer tools")
     ap.add_argument("--slow-steps", type=int, default=2,
                     help="steps per round for Cockpit economy (very slow)")
+    ap.add_argument("--compare", metavar="SRC",
+                    help="also time the gradprobe under SRC, interleaved by round")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.compare:
+        compare(args)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -96,11 +114,14 @@ def main() -> None:
             torch.cuda.synchronize()
 
     def run_probe(every: int | None, watch: bool = False, quantities: list[str] | None = None,
-                  reductions: str = "native") -> Callable[[int], None]:
+                  reductions: str = "native", hooks_only: bool = False
+                  ) -> Callable[[int], None]:
         """Steps of a private copy of the model (bare too, so that all are alike), with a
-        probe attached throughout (``every=None``: none)."""
+        probe attached throughout (``every=None``: none; ``hooks_only``: empty hooks)."""
         own = copy.deepcopy(model)
         own_opt = torch.optim.SGD(own.parameters(), lr=1e-3)
+        if hooks_only:
+            empty_hooks(own, own_opt)
         probe = None if every is None else gp.Probe(own, every=every, quantities=quantities)
         if probe is not None:
             if watch:
@@ -164,18 +185,33 @@ def main() -> None:
             variants[label] = run_probe(1, watch=False, quantities=qs)
             steps_of[label] = args.steps
         variants["  every=1, reductions skipped"] = run_probe(1, watch=True, reductions="skip")
+        variants["  empty hooks, the probe's shape"] = run_probe(None, hooks_only=True)
         steps_of["  every=1, reductions skipped"] = args.steps
+        steps_of["  empty hooks, the probe's shape"] = args.steps
     names = list(variants)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(args.rounds + 1):  # round 0 warms up and is dropped
+
+    def one_round(r: int) -> dict[str, float]:
+        """Seconds per step of every variant, the order rotated by ``r``."""
+        out = {}
         k = r % len(names)
         for name in names[k:] + names[:k]:
             sync()
             t0 = time.perf_counter()
             variants[name](steps_of[name])
             sync()
+            out[name] = (time.perf_counter() - t0) / steps_of[name]
+        return out
+
+    if args.worker:  # --compare's side: one round per line read, its times as JSON
+        for line in sys.stdin:
+            print(json.dumps(one_round(int(line))), flush=True)
+        tmp.cleanup()
+        return
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(args.rounds + 1):  # round 0 warms up and is dropped
+        for name, t in one_round(r).items():
             if r:
-                times[name].append((time.perf_counter() - t0) / steps_of[name])
+                times[name].append(t)
     tmp.cleanup()
 
     where = (
@@ -189,17 +225,81 @@ def main() -> None:
     )
     reason = native_build.unavailable_reason()
     print(f"# native one-pass reductions: {'off (' + reason + ')' if reason else 'on'}")
-    bare = times["bare"]
     for name in names:
-        ratio = statistics.median(t / b for t, b in zip(times[name], bare, strict=True))
-        ms = 1e3 * statistics.median(times[name])
+        ratio, ms = _median_ratio(times, name)
         print(f"{name:<34} {ratio:7.3f}x bare   ({ms:.2f} ms/step)")
     for line in skipped:
         print(f"skipped {line}")
 
 
+def _median_ratio(times: dict[str, list[float]], name: str) -> tuple[float, float]:
+    """Median over rounds of the time / the bare time of the same round, and the median
+    time in ms."""
+    bare = times["bare"]
+    ratio = statistics.median(t / b for t, b in zip(times[name], bare, strict=True))
+    return ratio, 1e3 * statistics.median(times[name])
+
+
+def compare(args: argparse.Namespace) -> None:
+    """This tree's gradprobe against the one under ``args.compare``, interleaved by round
+    (one worker process per tree; see the module docstring)."""
+    trees = {"this": str(Path(gp.__file__).resolve().parents[1]),
+             "other": str(Path(args.compare).resolve())}
+    argv = [sys.executable, os.path.abspath(__file__), "--worker", "--no-peers",
+            "--rounds", str(args.rounds), "--steps", str(args.steps), "--threads",
+            str(args.threads), "--device", args.device, "--width", str(args.width)]
+    argv += ["--breakdown"] if args.breakdown else []
+    workers = {label: subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       text=True, env=dict(os.environ, PYTHONPATH=src))
+               for label, src in trees.items()}
+    times: dict[str, dict[str, list[float]]] = {label: {} for label in trees}
+    for r in range(args.rounds + 1):  # round 0 warms up and is dropped
+        for label in (["this", "other"] if r % 2 else ["other", "this"]):
+            worker = workers[label]
+            worker.stdin.write(f"{r}\n")  # type: ignore[union-attr]
+            worker.stdin.flush()  # type: ignore[union-attr]
+            got = json.loads(worker.stdout.readline())  # type: ignore[union-attr]
+            for name, t in got.items():
+                times[label].setdefault(name, []).extend([t] if r else [])
+    for worker in workers.values():
+        worker.communicate()
+    print(f"# {DEPTH}-layer width-{args.width} ReLU MLP, batch {BATCH}, "
+          f"{torch.get_num_threads() if not args.threads else args.threads} torch threads; "
+          f"{args.rounds} rounds x {args.steps} steps, the two trees interleaved by round")
+    print(f"# this: {trees['this']}\n# other: {trees['other']}")
+    print(f"{'variant':<34} {'this':>8} {'other':>8}   (ratio to the same tree's bare step)")
+    for name in times["this"]:
+        this = _median_ratio(times["this"], name)[0]
+        other = _median_ratio(times["other"], name)[0] if name in times["other"] else math.nan
+        print(f"{name:<34} {this:7.3f}x {other:7.3f}x")
+
+
+def empty_hooks(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+    """Hooks where a watching probe puts its own, each doing nothing: per Linear a forward
+    pre-hook and a forward hook that registers a post-hook on its output's autograd node,
+    a post-accumulate hook on its weight; per ReLU a forward hook; the optimizer's step
+    pre- and post-hooks. Their price is torch's hook machinery, not gradprobe's Python."""
+
+    def node_hook(grad_inputs: object, grad_outputs: object) -> None:
+        return None
+
+    def layer_post(module: nn.Module, args: object, out: torch.Tensor) -> None:
+        out.grad_fn.register_hook(node_hook)  # type: ignore[union-attr]
+
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            m.register_forward_pre_hook(lambda module, args: None)
+            m.register_forward_hook(layer_post)
+            m.weight.register_post_accumulate_grad_hook(lambda p: None)
+        elif isinstance(m, nn.ReLU):
+            m.register_forward_hook(lambda module, args, out: None)
+    opt.register_step_pre_hook(lambda *a: None)
+    opt.register_step_post_hook(lambda *a: None)
+
+
 _SKIPPED = {  # stand-ins for the native reductions that touch no tensor
     "moments": lambda t, tiny=0.0: (0.0, 1.0), "sum_sq": lambda t, tiny=0.0: 1.0,
+    "sum_sq_many": lambda ts, tiny=0.0: [1.0] * len(ts),
     "copy_sum_sq": lambda src, dst, tiny=0.0: 1.0, "diff_sum_sq": lambda a, b, tiny=0.0: 1.0,
     "counts": lambda t, batched, nonzero=False: (1.0, 1.0),
     "moments_counts": lambda t, batched, tiny=0.0: (0.0, 1.0, 1.0, 1.0),
@@ -214,14 +314,16 @@ def reductions_as(kind: str) -> Iterator[None]:
     if kind == "native":
         yield
         return
-    saved = {name: getattr(native_reduce, name) for name in _SKIPPED}
+    # a kernel an older gradprobe lacks (--compare) is left alone
+    saved = {name: getattr(native_reduce, name) for name in _SKIPPED
+             if hasattr(native_reduce, name)}
     load = native_build.load
     try:
         if kind == "torch":
             native_build.load = lambda: None  # type: ignore[assignment]
         else:
-            for name, fn in _SKIPPED.items():
-                setattr(native_reduce, name, fn)
+            for name in saved:
+                setattr(native_reduce, name, _SKIPPED[name])
         yield
     finally:
         native_build.load = load  # type: ignore[assignment]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from probe_helpers import Problem, assert_frames_match, clone, loss_fn, make, reference_frame
 from torch import nn
@@ -121,3 +122,32 @@ def test_custom_layer_using_its_input_twice_keeps_the_alias_path() -> None:
     assert sorted(df.step) == [0, 1]
     for v in df.value:
         assert math.isclose(v, want, rel_tol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:gradprobe. no handler for module")  # the parametrization
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+def test_replaced_and_parametrized_weights_are_read_as_the_layer_reads_them() -> None:
+    """The probe looks weights up in ``_parameters`` and keys its caches by ``id()``: a
+    weight replaced between steps, and a parametrized one (not in ``_parameters``), must
+    give the numbers of the weight the layer used, checked against autograd's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    nn.utils.parametrizations.weight_norm(model[2])
+    x = torch.randn(8, 4, dtype=torch.float64)
+    want = []
+    with gp.Probe(model, quantities=["weight_norm", "weight_grad_norm"]) as probe:
+        for t in range(4):
+            if t in (1, 3):  # a new weight of the same shape (a user's re-initialisation)
+                model[0].weight = nn.Parameter(torch.randn(6, 4, dtype=torch.float64))
+            model.zero_grad()
+            loss_fn(model(x)).backward()
+            with torch.no_grad():
+                want.append((float(model[0].weight.norm()), float(model[0].weight.grad.norm()),
+                             float(model[2].weight.norm())))
+            probe.step()
+    df = probe.frame()
+    for step, (w0, g0, w2) in enumerate(want):
+        at = df[df.step == step].set_index(["layer", "quantity"])["value"]
+        assert math.isclose(at["0", "weight_norm"], w0, rel_tol=1e-12)
+        assert math.isclose(at["0", "weight_grad_norm"], g0, rel_tol=1e-12)
+        assert math.isclose(at["2", "weight_norm"], w2, rel_tol=1e-12)

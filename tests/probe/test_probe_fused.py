@@ -146,6 +146,22 @@ def test_moments_within_5e7_of_float64(n: int, dtype: torch.dtype) -> None:
                         abs_tol=5e-7 * float(exact.abs().sum()))
 
 
+def test_many_sums_of_squares_in_one_call_equal_one_by_one() -> None:
+    torch.manual_seed(0)
+    ts = [torch.randn(n) * 3 for n in SIZES] + [torch.full((9,), 1e-25)]  # tiny: float64
+    got = native.sum_sq_many(ts, UNDERFLOW_SUM_SQ)
+    if got is None:
+        pytest.skip(f"no native library: {build.unavailable_reason()}")
+    assert got == [native.sum_sq(t, UNDERFLOW_SUM_SQ) for t in ts]  # the same kernel
+    for t, value in zip(ts, got, strict=True):
+        assert math.isclose(value, float(t.double().pow(2).sum()), rel_tol=5e-7)
+    # one tensor the kernel cannot take (float64, non-contiguous, empty): all left to torch
+    for odd in (torch.ones(3, dtype=torch.float64), torch.ones(4, 4).t(), torch.empty(0)):
+        assert native.sum_sq_many([ts[0], odd]) is None
+    assert tensors.sum_sq_each([ts[0], torch.ones(3, dtype=torch.float64)]) == [
+        native.sum_sq(ts[0], UNDERFLOW_SUM_SQ), 3.0]
+
+
 def test_kernel_results_do_not_depend_on_threads() -> None:
     t = torch.randn(1_000_003)  # chunks of 65536 elements and more, on 1 or 2 threads
     a = torch.relu(t[:1_000_000]).view(1000, 1000)

@@ -178,6 +178,15 @@ void gradprobe_moments_f64(const double *x, int64_t n, double *out, int threads)
     CHUNKED(n, threads, CALL_M64);
 }
 
+/* out[2k], out[2k + 1] = gradprobe_moments_f32 of xs[k] (ns[k] entries) for k < count: many
+ * small tensors (a step's bias gradients) for the price of one call from Python */
+void gradprobe_moments_many_f32(const float *const *xs, const int64_t *ns, int64_t count,
+                                double *out, double tiny, int threads)
+{
+    for (int64_t k = 0; k < count; ++k)
+        gradprobe_moments_f32(xs[k], ns[k], out + 2 * k, tiny, threads);
+}
+
 /* dst = x and out[1] = sum x^2 (float32; out[0] = 0) */
 void gradprobe_copy_sum_sq_f32(const float *x, float *dst, int64_t n, double *out,
                                double tiny, int threads)

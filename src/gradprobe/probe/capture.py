@@ -24,6 +24,7 @@ from gradprobe.probe.tensors import (
     moments_counts,
     params_only,
     sum_sq,
+    sum_sq_each,
 )
 
 ActKey = tuple[nn.Module, int]  # (activation module, depth of the weight layer feeding it)
@@ -38,16 +39,25 @@ class Capture:
     _last_out: tuple[nn.Module, torch.Tensor] | None  # the last weight layer's output
     _micro_done: bool
     _sat_levels: dict[nn.Module, tuple[float, float]]
+    _node_hooks: dict[nn.Module, partial]  # layer -> its node post-hook (_layer_grads_hook)
 
-    def _push(self, key: Any, name: str, value: Value) -> None:
-        if isinstance(value, float):  # already on the host
-            host = self._host.get(key)
-            if host is None:
-                host = self._host[key] = {}
-            host[name] = value
-        else:
-            self._tensors.append(value)
-            self._keys.append((key, name))
+    def _push(self, key: Any, name: str, value: Value, name2: str = "", value2: Value = 0.0
+              ) -> None:
+        """Leave primitive ``name`` (and ``name2`` where given: one call for a pair) of
+        ``key``: in its host dict if a float, else queued for the read-back."""
+        host = None
+        for n, v in ((name, value), (name2, value2)):
+            if not n:
+                return
+            if isinstance(v, float):  # already on the host
+                if host is None:
+                    host = self._host.get(key)
+                    if host is None:
+                        host = self._host[key] = {}
+                host[n] = v
+            else:
+                self._tensors.append(v)
+                self._keys.append((key, n))
 
     def _depth_ranks(self) -> dict[int, int]:
         """Depth 1..n of each weight layer that ran, keyed by its order of first call
@@ -149,18 +159,18 @@ class Capture:
         if "grad_out" in self._needs and out.requires_grad:
             edge = self._gin_edge.pop(module, None)
             if edge is not None:
-                i = input_index(out.grad_fn, edge)
+                node = out.grad_fn  # each access makes a new Python object: once
+                i = input_index(node, edge)
                 if self._direct.get(module) is None:  # learning step: x came as an alias
                     # direct only if x reaches the node through that one input: its other
                     # inputs lead to parameters alone (Linear: bias, W^T; Conv: W, bias)
                     self._direct[module] = i is not None and all(
                         params_only(n, edge[0], 3)
-                        for j, (n, _) in enumerate(out.grad_fn.next_functions)  # type: ignore[union-attr]
+                        for j, (n, _) in enumerate(node.next_functions)  # type: ignore[union-attr]
                         if j != i
                     )
                 elif i is not None:
-                    hook = partial(self._on_layer_grads, module, i, out.output_nr)
-                    out.grad_fn.register_hook(hook)  # type: ignore[union-attr]
+                    node.register_hook(self._layer_grads_hook(module, i, out.output_nr))  # type: ignore[union-attr]
                     return
                 else:  # the layer stopped consuming x directly: alias from the next step
                     self._direct[module] = False
@@ -171,8 +181,15 @@ class Capture:
                     )
             hook_grad(out, partial(self._on_grad, module, "gout_sq"))
 
+    def _layer_grads_hook(self, module: nn.Module, i: int, nr: int) -> partial:
+        """:meth:`_on_layer_grads` bound to a layer, made once per layer (not per step)."""
+        hook = self._node_hooks.get(module)
+        if hook is None or hook.args[1:] != (i, nr):
+            hook = self._node_hooks[module] = partial(self._on_layer_grads, module, i, nr)
+        return hook
+
     def _on_grad(self, key: nn.Module, name: str, grad: torch.Tensor) -> None:
-        self._push(key, name, sum_sq(grad.detach()))
+        self._push(key, name, sum_sq(grad))
 
     def _on_layer_grads(
         self,
@@ -185,10 +202,13 @@ class Capture:
         """Post-hook on the node of the layer's output: dL/d(output) and, at input ``i``
         of the node, dL/dx through the layer."""
         g, gi = grad_outputs[nr], grad_inputs[i]
-        if g is not None:
-            self._push(module, "gout_sq", sum_sq(g.detach()))
-        if gi is not None:
-            self._push(module, "gin_sq", sum_sq(gi.detach()))
+        if g is not None and gi is not None:  # one native call for both
+            gout_sq, gin_sq = sum_sq_each([g, gi])
+            self._push(module, "gout_sq", gout_sq, "gin_sq", gin_sq)
+        elif g is not None:
+            self._push(module, "gout_sq", sum_sq(g))
+        elif gi is not None:
+            self._push(module, "gin_sq", sum_sq(gi))
 
     def _act_key(self, module: nn.Module, args: tuple[Any, ...]) -> ActKey | None:
         if (not torch.is_grad_enabled() or self._micro_done or not args
@@ -214,8 +234,7 @@ class Capture:
         else:  # bounded: saturation is read on the output h = phi(z)
             d, h = handler.dphi_and_output(module, z)
             h = h.detach()
-            self._push(key, "sat_low", (h < levels[0]).sum())
-            self._push(key, "sat_high", (h > levels[1]).sum())
+            self._push(key, "sat_low", (h < levels[0]).sum(), "sat_high", (h > levels[1]).sum())
         self._push(key, "dphi_sq", sum_sq(d))
         self._push_counts(key, d, batched, "nonzero")
 
@@ -223,31 +242,28 @@ class Capture:
         """sum(y), sum(y**2) of the layer's output y; where y fed a ReLU on an earlier
         recorded step, also its counts of y > 0 in the same read, left for the ReLU's hook
         (relu(y) > 0 iff y > 0)."""
-        y = out.detach()  # (batch, ...)
-        both = None
+        both = None  # out is read, not differentiated: no detach (tensors' docstring)
         if module in self._feeds_relu and "activation" in self._needs:
-            both = moments_counts(y, y.ndim >= 2)
+            both = moments_counts(out, out.ndim >= 2)  # (batch, ...)
         if both is None:
-            total, sq = moments(y)
+            total, sq = moments(out)
         else:
             total, sq, count, alive = both
             self._counted = (out, out._version, count, alive)
         self._last_out = (module, out)
-        self._push(module, "out_sum", total)
-        self._push(module, "out_sq", sq)
+        self._push(module, "out_sum", total, "out_sq", sq)
 
     def _relu_post(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         # ReLU from its output y = relu(z): phi'(z) = 1 iff y != 0, so counts suffice
         key = self._act_key(module, args)
         if key is None or not isinstance(out, torch.Tensor):
             return
-        y = out.detach()  # (batch, ...)
+        y = out  # (batch, ...); read, not differentiated: no detach (tensors' docstring)
         batched = self._count_units(key, y)
         z, done = args[0], self._counted
         # counted by the layer's hook: the same tensor, unchanged but by an in-place ReLU
         if done is not None and z is done[0] and z._version == done[1] + (out is z):
-            self._push(key, "active", done[2])
-            self._push(key, "alive", done[3])
+            self._push(key, "active", done[2], "alive", done[3])
         else:
             self._push_counts(key, y, batched, "active")
         self._counted = None
@@ -259,8 +275,7 @@ class Capture:
         "active", ``a`` is a ReLU output, >= 0) and of units nonzero on some sample
         ("alive"; a unit is dead iff phi' is 0 on every sample), one pass for both."""
         count, alive = counts(a, batched, nonzero=name == "nonzero")
-        self._push(key, name, count)
-        self._push(key, "alive", alive)
+        self._push(key, name, count, "alive", alive)
 
     def _count_units(self, key: ActKey, z: torch.Tensor) -> bool:
         n = z.numel()

@@ -104,6 +104,7 @@ class Functional:
         self._fn_mode: _Mode | None = None
         self._fn_nesting = 0  # root forward calls in progress
         self._fn_scanned = False  # a whole recorded forward ran under the mode
+        self._fn_binary_hooks: list[RemovableHandle] = []  # see _functional_hooks
 
     def activation_sites(self) -> dict[str, tuple[Any, Any]]:
         """Record name -> ``(handler, module or FunctionCall)`` of every activation the probe
@@ -123,10 +124,20 @@ class Functional:
             self.model.register_forward_pre_hook(self._fn_enter),
             self.model.register_forward_hook(self._fn_exit, always_call=True),
         ]
+        # Around a binary module (ReLU) the switch only keeps the module's own call from
+        # this probe's mode (its counts are taken after the switch, from the output): once
+        # a scan found no functional call there is no mode, and these hooks go.
+        no_mode = self._fn_scanned and not self._fn_sites
+        self._fn_binary_hooks = []
         for m in [*self._act_h, *self._recurrent]:
-            if isinstance(m, nn.Module):
-                hooks.append(m.register_forward_pre_hook(self._fn_pause))
-                hooks.append(m.register_forward_hook(self._fn_resume, always_call=True))
+            binary = m in self._act_h and self._act_h[m].binary
+            if not isinstance(m, nn.Module) or (binary and no_mode):
+                continue
+            pair = [m.register_forward_pre_hook(self._fn_pause),
+                    m.register_forward_hook(self._fn_resume, always_call=True)]
+            hooks += pair
+            if binary:
+                self._fn_binary_hooks += pair
         return hooks
 
     def _fn_enter(self, module: nn.Module, args: Any) -> None:
@@ -146,6 +157,10 @@ class Functional:
             mode.__exit__(None, None, None)
             # a forward without grad (evaluation) intercepts nothing, so it scans nothing
             self._fn_scanned = self._fn_scanned or torch.is_grad_enabled()
+            if self._fn_scanned and not self._fn_sites:
+                for h in self._fn_binary_hooks:
+                    h.remove()
+                self._fn_binary_hooks = []
 
     def _fn_pause(self, module: nn.Module, args: Any) -> None:
         _PAUSED.depth += 1

@@ -194,18 +194,20 @@ class Probe(Capture, Updates, Functional, Params):
         self._pending: list[tuple[Any, ...]] = []
         self._open_updates: list[int] = []  # indices in _pending still holding tensors
         self._snapshots: dict[int, tuple[Any, ...]] = {}  # optimizer -> weights before
-        self._snap_bufs: dict[torch.Tensor, torch.Tensor] = {}  # weight -> snapshot buffer
-        # weight -> (version, |W|**2, whether copied into its snapshot buffer) as taken at
-        # the last recorded probe.step()
-        self._w_sq: dict[torch.Tensor, tuple[int, Value, bool]] = {}
-        self._grad_sq = {}  # parameter -> (its .grad, version, |grad|**2) at accumulation
+        self._snap_bufs: dict[int, torch.Tensor] = {}  # id(weight) -> snapshot buffer
+        # id(weight) -> (version, |W|**2, whether copied into its snapshot buffer, weight)
+        # as taken at the last recorded probe.step()
+        self._w_sq: dict[int, tuple[int, Value, bool, torch.Tensor]] = {}
+        self._grad_sq = {}  # id(parameter) -> (its .grad, version, |grad|**2) at accumulation
         self._warned_shared = False
         self._warned_blind = False
         # weight layer -> whether the node of its output consumes its input directly
         # (learned on its first recorded step; see _layer_pre)
         self._direct: dict[nn.Module, bool] = {}
         self._feeds_relu: set[nn.Module] = set()
+        self._node_hooks: dict[nn.Module, Any] = {}
         self._gin_via_node = "grad_in" in self._needs
+        self._init_params()
         self._init_functional()
         self._reset_step_state()
 

@@ -3,6 +3,8 @@
 A reduction gives a *value*: a float where it was computed on the host (contiguous float32
 or float64 CPU tensors go through the one-pass kernels of :mod:`gradprobe.native.reduce`),
 else a 0-d tensor, read back with the step's others in one batch (:func:`read_back`).
+Tensors may require grad: the kernels only read their data, and torch's path detaches them
+first (a detach costs about a microsecond, several per layer and step: only where needed).
 
 Example:
     >>> float(sum_sq(torch.tensor([3.0, 4.0])))
@@ -32,13 +34,23 @@ def sum_(t: torch.Tensor) -> torch.Tensor:
 def sum_sq(t: torch.Tensor) -> Value:
     """sum(t**2), free of float32 underflow: one native pass, else :func:`torch_sum_sq`."""
     value = native.sum_sq(t, UNDERFLOW_SUM_SQ)
-    return torch_sum_sq(t) if value is None else value
+    return torch_sum_sq(t.detach()) if value is None else value
+
+
+def sum_sq_each(ts: list[torch.Tensor]) -> list[Value]:
+    """``[sum_sq(t) for t in ts]``: CPU float32 tensors in one native call (a step's small
+    tensors: there the call, not the read, is the cost), else one by one."""
+    values = native.sum_sq_many(ts, UNDERFLOW_SUM_SQ) if len(ts) > 1 else None
+    return [sum_sq(t) for t in ts] if values is None else values  # type: ignore[return-value]
 
 
 def moments(t: torch.Tensor) -> tuple[Value, Value]:
     """(sum(t), sum(t**2)) in one native pass, else by torch (two passes)."""
     both = native.moments(t, UNDERFLOW_SUM_SQ)
-    return (sum_(t), torch_sum_sq(t)) if both is None else both
+    if both is None:
+        t = t.detach()
+        return sum_(t), torch_sum_sq(t)
+    return both
 
 
 def moments_counts(t: torch.Tensor, batched: bool
@@ -51,14 +63,14 @@ def moments_counts(t: torch.Tensor, batched: bool
 def copy_sum_sq(src: torch.Tensor, dst: torch.Tensor) -> Value:
     """``dst.copy_(src)`` and sum(src**2), one native pass where it can."""
     value = native.copy_sum_sq(src, dst, UNDERFLOW_SUM_SQ)
-    return torch_sum_sq(dst.copy_(src)) if value is None else value
+    return torch_sum_sq(dst.copy_(src.detach())) if value is None else value
 
 
 def diff_sum_sq(a: torch.Tensor, b: torch.Tensor) -> Value:
     """sum((a - b)**2). Natively without writing; else in torch, the difference written
     into ``b`` (which then holds ``a - b``)."""
     value = native.diff_sum_sq(a, b, UNDERFLOW_SUM_SQ)
-    return torch_sum_sq(torch.sub(a, b, out=b)) if value is None else value
+    return torch_sum_sq(torch.sub(a.detach(), b, out=b)) if value is None else value
 
 
 def diff_copy(a: torch.Tensor, b: torch.Tensor) -> tuple[Value, Value]:
@@ -77,6 +89,7 @@ def counts(a: torch.Tensor, batched: bool, nonzero: bool) -> tuple[Value, Value]
     both = native.counts(a, batched, nonzero)
     if both is not None:
         return both
+    a = a.detach()
     if nonzero:
         a = a.abs()
     if not batched:
@@ -149,8 +162,13 @@ def input_index(node: Any, edge: tuple[Any, int]) -> int | None:
     if node is None:
         return None
     target, nr = edge
-    hits = [i for i, (n, k) in enumerate(node.next_functions) if n is target and k == nr]
-    return hits[0] if len(hits) == 1 else None
+    hit = None
+    for i, (n, k) in enumerate(node.next_functions):  # a loop: no comprehension's frame
+        if n is target and k == nr:
+            if hit is not None:
+                return None
+            hit = i
+    return hit
 
 
 def params_only(node: Any, avoid: Any, depth: int) -> bool:

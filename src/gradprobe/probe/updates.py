@@ -46,26 +46,25 @@ class Updates:
         if not recorded:
             return
         owned = {id(p) for group in opt.param_groups for p in group["params"]}
-        layers, weights, params = [], [], []
+        layers, params = [], []
         for m in self._layer_h:  # all of them: before the first forward no depth is known
-            w = self._layer_h[m].get_weight(m)
+            w = self._weight_bias(m)[0]
             if w is not None and id(w) in owned:
                 layers.append(m)
                 params.append(w)
-                weights.append(w.detach())
-        if weights:
+        if params:
             before, before_sq = [], []
-            for p, w in zip(params, weights, strict=True):
+            for p in params:
                 # copied with |W_before|**2 at probe.step() if W has not changed since (same
                 # tensor, same version counter): the same numbers, no pass at all here
-                seen = self._w_sq.get(p)
-                if seen is not None and seen[2] and seen[0] == p._version:
-                    b, sq = self._snap_bufs[p], seen[1]
+                seen = self._w_sq.get(id(p))
+                if seen is not None and seen[3] is p and seen[2] and seen[0] == p._version:
+                    b, sq = self._snap_bufs[id(p)], seen[1]
                 else:
-                    b, sq = self._snapshot(p, w)
+                    b, sq = self._snapshot(p, p)
                 before.append(b)  # reused for the difference
                 before_sq.append(sq)
-            self._snapshots[id(opt)] = (step, layers, params, weights, before, before_sq)
+            self._snapshots[id(opt)] = (step, layers, params, before, before_sq)
 
     def _watched_ids(self) -> set[int]:
         """ids of the parameters a watched optimizer steps (gathered once per step)."""
@@ -78,11 +77,12 @@ class Updates:
         return cached[1]
 
     def _snapshot(self, p: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, Value]:
-        """A copy of ``w`` (parameter ``p`` detached) in a buffer kept for ``p`` between
+        """A copy of ``w`` (parameter ``p``'s data) in a buffer kept for ``p`` between
         recorded steps (no allocation after the first), and |w|**2, in one pass."""
-        buf = self._snap_bufs.get(p)
+        buf = self._snap_bufs.get(id(p))
         if buf is None or buf.shape != w.shape or buf.dtype != w.dtype or buf.device != w.device:
-            buf = self._snap_bufs[p] = torch.empty_like(w, memory_format=torch.contiguous_format)
+            buf = torch.empty_like(w, memory_format=torch.contiguous_format)
+            self._snap_bufs[id(p)] = buf
         return buf, copy_sum_sq(w, buf)
 
     def _opt_post(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -90,15 +90,15 @@ class Updates:
         entry = self._snapshots.pop(id(opt), None)
         if entry is None:
             return
-        step, layers, params, weights, before, before_sq = entry
+        step, layers, params, before, before_sq = entry
         updates: list[Value] = []
         ahead = self.recording  # the next probe.step() records: keep the copy for its update
-        for p, w, b in zip(params, weights, before, strict=True):
+        for p, b in zip(params, before, strict=True):
             if ahead:  # the difference, |W_after|**2 and the copy W_after in one pass
-                u, sq = diff_copy(w, b)
-                self._w_sq[p] = (p._version, sq, True)
+                u, sq = diff_copy(p, b)
+                self._w_sq[id(p)] = (p._version, sq, True, p)
             else:
-                u = diff_sum_sq(w, b)
+                u = diff_sum_sq(p, b)
             updates.append(u)
         for m, u, o in zip(layers, updates, before_sq, strict=True):
             self._open_updates.append(len(self._pending))
