@@ -38,8 +38,8 @@ import torch
 from gradprobe.autopilot import records as R
 from gradprobe.autopilot.init import HEALTHY_BAND, data_dependent_init
 from gradprobe.autopilot.layers import LayerSlot, trace_layers
-from gradprobe.autopilot.options import AutopilotOptions
 from gradprobe.autopilot.native_step import NativeStep
+from gradprobe.autopilot.options import AutopilotOptions
 from gradprobe.autopilot.revive import UnitWatch
 from gradprobe.kwinputs import KwInputs
 from gradprobe.outputs import compute_loss
