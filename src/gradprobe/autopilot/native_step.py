@@ -55,6 +55,5 @@ class NativeStep:
 
     def weight_norms(self, weights: list[torch.Tensor]) -> list[float] | None:
         """The 2-norm of each weight, or None (use torch)."""
-        r = self.kernel.run([w.detach() for w in weights], self._none, UNDERFLOW_SUM_SQ,
-                            multiply=False)
+        r = self.kernel.run(weights, self._none, UNDERFLOW_SUM_SQ, multiply=False)
         return None if r is None else [math.sqrt(q) for q in r.sum_sq]
