@@ -106,3 +106,17 @@ def test_without_the_library_run_does_nothing(monkeypatch):
     kernel = LayerKernel(WEIGHTS, BIASES)
     kernel.set_factors(scale, None, None)
     assert kernel.run(weights, biases) is None
+
+
+def test_without_clipping_the_multiply_takes_no_sums():
+    weights, biases, scale = _case(3)
+    w0 = [w.clone() for w in weights]
+    kernel = LayerKernel(WEIGHTS, BIASES)
+    kernel.set_factors(scale, [1e9] * 4, clip=None)  # per is ignored without clip
+    done = _ran(kernel.run(weights, biases))
+    if done is None:
+        return
+    assert done.factors == scale and done.clipped == []
+    assert all(math.isnan(q) for q in done.sum_sq)
+    for s, w, wb in zip(scale, weights, w0, strict=True):
+        assert torch.equal(w, wb * torch.tensor(s, dtype=torch.float32))

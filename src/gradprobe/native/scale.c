@@ -27,14 +27,14 @@ static void mul_f32(float *restrict x, int64_t n, float f)
         x[i] *= f;
 }
 
-/* For each of n layers: q[l] = sum of squares of w[l] (nw[l] floats), unless `given`
- * (then q[l] is read); r = per[l] * sqrt(q[l]); f[l] = scale[l], times clip / r when
+/* For each of n layers: q[l] = sum of squares of w[l] (nw[l] floats) when sums == 0; read
+ * from q[l] when sums == 1; not needed when sums == 2 (no clipping: q[l] = NaN); r = per[l] * sqrt(q[l]); f[l] = scale[l], times clip / r when
  * r > clip (never for NaN); then w[l] and b[l] (nb[l] floats; b[l] may be NULL) are
  * multiplied by (float)f[l] unless it is 1. hit[l] = 1 for the clipped layers; returns
  * their number. per == NULL: no clipping (scale == NULL: factors 1, sums only). */
 int gradprobe_scale_clip_f32(int64_t n, float *const *w, const int64_t *nw, float *const *b,
                              const int64_t *nb, const double *scale, const double *per,
-                             double clip, double tiny, int given, double *q, double *f,
+                             double clip, double tiny, int sums, double *q, double *f,
                              int32_t *hit, int threads)
 {
     int64_t total = 0;
@@ -43,8 +43,10 @@ int gradprobe_scale_clip_f32(int64_t n, float *const *w, const int64_t *nw, floa
     int hits = 0;
     _Pragma("omp parallel for schedule(dynamic) num_threads(threads) if (total > 4 * MIN_CHUNK) reduction(+ : hits)")
     for (int64_t l = 0; l < n; ++l) {
-        if (!given)
+        if (sums == 0)
             q[l] = layer_sum_sq(w[l], nw[l], tiny);
+        else if (sums == 2)
+            q[l] = NAN;
         double factor = scale != NULL ? scale[l] : 1.0;
         hit[l] = 0;
         if (per != NULL) {

@@ -86,17 +86,19 @@ class LayerKernel:
             tiny: float = 0.0, multiply: bool = True, sums: list[float] | None = None
             ) -> StepResult | None:
         """Sum, decide and multiply in place (``multiply=False``: the sums only, nothing
-        written). ``sums``: the weights' sums of squares, already known. None (nothing
-        done): use torch."""
+        written). ``sums``: the weights' sums of squares, already known. Without clipping
+        a multiply needs no sums: they are not taken (NaN). None (nothing done): use
+        torch."""
         lib = _lib()
         if lib is None or not _addresses(weights, self._w) or not _addresses(biases, self._b):
             return None
-        given = sums is not None
-        if given:
+        clipping = multiply and self._clipping
+        if sums is not None:
             self._q[:] = sums
+        mode = 1 if sums is not None else 0 if clipping or not multiply else 2
         hits = lib.gradprobe_scale_clip_f32(
             self.n, self._w, self._nw, self._b, self._nb, self._scale if multiply else None,
-            self._per if multiply and self._clipping else None, self._clip, tiny, int(given),
+            self._per if clipping else None, self._clip, tiny, mode,
             self._q, self._f, self._hit, torch.get_num_threads())
         clipped = [i for i, h in enumerate(self._hit) if h] if hits else []
         return StepResult(self._q[:], self._f[:], clipped)
