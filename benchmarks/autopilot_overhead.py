@@ -66,6 +66,16 @@ class _TorchPath(Autopilot):
         self._native = None
 
 
+class _InitOnly(Autopilot):
+    """Autopilot's init, then nothing: the net it trains, without its per-step work."""
+
+    def on_step_start(self, loop, step):
+        pass
+
+    def after_backward(self, loop, step, loss):
+        pass
+
+
 def _time_hooks(cb: Callback) -> list[float]:
     """Wrap a callback's per-step hooks to add up the thread's CPU time spent in them."""
     spent = [0.0]
@@ -105,6 +115,7 @@ def measure(width: int, args: argparse.Namespace) -> None:
         "autopilot every=10, no clip": lambda: [Autopilot(data=data, every=10, clip=None)],
         "autopilot every=10, torch path": lambda: [_TorchPath(data=data, every=10)],
         "autopilot every=1": lambda: [Autopilot(data=data, every=1)],
+        "autopilot init only": lambda: [_InitOnly(data=data)],
     }
 
     def timed(make) -> tuple[float, float, float]:
