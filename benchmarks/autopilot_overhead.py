@@ -10,20 +10,27 @@ before the first step) is timed on its own.
 * ``autopilot every=10``: trust ratio, adaptive clipping and unit revival, checks every
   10 steps (the default);
 * ``autopilot every=10, no clip``: the same without adaptive clipping, whose per-step
-  gradient norms are then read at checks only;
-* ``autopilot every=1``: a check on every step (the worst case).
+  gradient norms are then not taken between checks;
+* ``autopilot every=10, torch path``: the default without the compiled per-step kernel
+  (``native/scale.c``): torch's fused norm, read-back and fused multiply, as before it;
+* ``autopilot every=1``: a check on every step (the worst case);
+* ``autopilot init only``: autopilot's init, then no per-step work: what the net it
+  leaves costs by itself.
 
 The loop's own evaluation is pushed past the end (``eval_every`` > steps) and the clock
 starts at step 5, so the ratio is of training steps. Prints the median over rounds of
 (time / plain time in the same round), the ratio of each variant's fastest run to
-plain's fastest (the least disturbed by other work on a shared machine), and the median
+plain's fastest (the least disturbed by other work on a shared machine), the median
 ratio of the process's CPU time (``time.process_time``: time spent waiting for a core
-that other work holds does not count). Target: every=10 <= 1.05x.
+that other work holds does not count), and the median CPU time of the thread inside the
+callback's per-step hooks per step, as a share of a plain step's CPU time (the steadiest
+number on a shared machine; it leaves out the revival hooks' calls inside the forward
+pass of a check step). Target: every=10 <= 1.05x.
 
-Measured (shared 2-core Intel Xeon, load average 4-6 from other work; docs/autopilot.md):
-width 64, 15 rounds: every=10 1.081x (CPU time 1.076x; an earlier run 1.125x), no clip
-1.084x, every=1 1.373x; width 256, 9 rounds: every=10 1.094x (CPU time 1.124x), every=1
-1.397x. The target is not met.
+Measured (shared 2-core Intel Xeon, load average 2-4 from other work; docs/autopilot.md):
+width 64, 15 rounds: every=10 1.074x (CPU time 1.080x, 7.0 % in its hooks), torch path
+1.116x (10.0 %), init only 1.041x, every=1 1.246x; width 256, 5 rounds: every=10 1.113x
+(6.4 %), torch path 1.139x (8.4 %), init only 1.048x. The target is not met.
 
 Usage:
     python benchmarks/autopilot_overhead.py [--rounds 7] [--steps 100] [--threads 1]
