@@ -10,9 +10,11 @@ every ``every`` steps, it reads each weight layer's gradient and weight norms an
   their bias and, for saturating activations, their incoming weights).
 
 On every step it applies the multipliers and adaptive gradient clipping (Brock et al.
-2021: a layer's relative update is capped at ``clip``), with two fused calls. Everything
-it does becomes rows of the record (:mod:`gradprobe.autopilot.records`) and reasons in
-``loop.notes``. See :mod:`gradprobe.autopilot.options` for the bounds.
+2021: a layer's relative update is capped at ``clip``): one call into a compiled kernel
+(:mod:`gradprobe.autopilot.native_step`) for float32 CPU models, else two fused torch
+calls. Everything it does becomes rows of the record
+(:mod:`gradprobe.autopilot.records`) and reasons in ``loop.notes``. See
+:mod:`gradprobe.autopilot.options` for the bounds.
 
 Example:
     >>> import gradprobe as gp
