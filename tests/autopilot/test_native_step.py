@@ -120,3 +120,16 @@ def test_without_clipping_the_multiply_takes_no_sums():
     assert all(math.isnan(q) for q in done.sum_sq)
     for s, w, wb in zip(scale, weights, w0, strict=True):
         assert torch.equal(w, wb * torch.tensor(s, dtype=torch.float32))
+
+
+def test_a_layer_without_gradient_is_left_alone():
+    weights, biases, scale = _case(4)
+    kernel = LayerKernel(WEIGHTS, BIASES)
+    kernel.set_factors(scale, [1.0] * 4, clip=1e9)
+    bias = biases[1].clone()
+    done = _ran(kernel.run([weights[0], None, weights[2], weights[3]], biases))
+    if done is None:
+        return
+    assert math.isnan(done.sum_sq[1]) and done.factors[1] == 1.0
+    assert torch.equal(biases[1], bias)
+    assert done.factors[3] == scale[3]

@@ -27,11 +27,13 @@ static void mul_f32(float *restrict x, int64_t n, float f)
         x[i] *= f;
 }
 
-/* For each of n layers: q[l] = sum of squares of w[l] (nw[l] floats) when sums == 0; read
- * from q[l] when sums == 1; not needed when sums == 2 (no clipping: q[l] = NaN); r = per[l] * sqrt(q[l]); f[l] = scale[l], times clip / r when
- * r > clip (never for NaN); then w[l] and b[l] (nb[l] floats; b[l] may be NULL) are
- * multiplied by (float)f[l] unless it is 1. hit[l] = 1 for the clipped layers; returns
- * their number. per == NULL: no clipping (scale == NULL: factors 1, sums only). */
+/* For each of n layers: q[l] = the sum of squares of w[l] (nw[l] floats) when sums == 0,
+ * read from q[l] when sums == 1, not needed when sums == 2 (no clipping: q[l] = NaN);
+ * r = per[l] * sqrt(q[l]); f[l] = scale[l], times clip / r when r > clip (never for NaN);
+ * then w[l] and b[l] (nb[l] floats; b[l] may be NULL) are multiplied by (float)f[l]
+ * unless it is 1 (w[l] NULL: nothing, f[l] = 1). hit[l] = 1 for the clipped layers;
+ * returns their number. per == NULL: no clipping (scale == NULL: factors 1, sums only).
+ * Layers are independent, so the result does not depend on the number of threads. */
 int gradprobe_scale_clip_f32(int64_t n, float *const *w, const int64_t *nw, float *const *b,
                              const int64_t *nb, const double *scale, const double *per,
                              double clip, double tiny, int sums, double *q, double *f,
@@ -41,8 +43,15 @@ int gradprobe_scale_clip_f32(int64_t n, float *const *w, const int64_t *nw, floa
     for (int64_t l = 0; l < n; ++l)
         total += nw[l];
     int hits = 0;
-    _Pragma("omp parallel for schedule(dynamic) num_threads(threads) if (total > 4 * MIN_CHUNK) reduction(+ : hits)")
+#pragma omp parallel for schedule(dynamic) num_threads(threads) \
+    if (total > 4 * MIN_CHUNK) reduction(+ : hits)
     for (int64_t l = 0; l < n; ++l) {
+        if (w[l] == NULL) { /* no gradient: nothing to sum or multiply */
+            q[l] = NAN;
+            f[l] = 1.0;
+            hit[l] = 0;
+            continue;
+        }
         if (sums == 0)
             q[l] = layer_sum_sq(w[l], nw[l], tiny);
         else if (sums == 2)
