@@ -12,6 +12,8 @@ from gradprobe.autopilot import records as R
 from gradprobe.autopilot.layers import trace_layers
 from gradprobe.autopilot.options import AutopilotOptions
 from gradprobe.autopilot.revive import UnitWatch
+from gradprobe.native import build as build_native
+from gradprobe.native.build import find_compiler
 from gradprobe.nets.plain import build
 from gradprobe.probe.quantities import SATURATION_THRESHOLD
 from gradprobe.spec import NetSpec, TrainSpec
@@ -156,16 +158,47 @@ class _Grads(Callback):
         self.weights.append([s.weight.detach().clone() for s in self.ap.slots])
 
 
-def test_multipliers_and_clipping_on_a_run_equal_a_reference_implementation(digits):
+class _Strided(Callback):
+    """Replaces the first layer's weight gradient by a view of every other entry of a
+    larger tensor, with the same values, as a user's code may (the compiled kernel, which
+    reads memory in one run, must not take it)."""
+
+    def __init__(self, ap: Autopilot) -> None:
+        self.ap = ap
+
+    def after_backward(self, loop, step, loss):
+        w = self.ap.slots[0].weight
+        g = w.grad
+        wide = torch.full((*g.shape[:-1], 2 * g.shape[-1]), 1e3, dtype=g.dtype)
+        wide[..., ::2] = g
+        w.grad = wide[..., ::2]
+        assert not w.grad.is_contiguous()
+
+
+@pytest.mark.parametrize("path", ["native", "torch", "replaced_grad", "float64"])
+def test_multipliers_and_clipping_on_a_run_equal_a_reference_implementation(
+        digits, monkeypatch, path):
     """Checks every 3 steps: multipliers and weight norms from the last check, clipping
-    from each step's gradient norm (the rules of docs/autopilot.md, written out again)."""
+    from each step's gradient norm (the rules of docs/autopilot.md, written out again).
+
+    On every path: the compiled per-step kernel (where a C compiler exists), torch's
+    (no library; or a float64 model), and a ``.grad`` replaced by a non-contiguous one
+    (that step falls back to torch's path)."""
+    if path == "torch":
+        monkeypatch.setattr(build_native, "load", lambda: None)
     every, clip, cap, lr = 3, 0.004, 10.0, 0.05
     ap = Autopilot(data=digits, every=every, clip=clip, max_lr_scale=cap, revive=False)
     before, after = _Grads(ap), _Grads(ap)
     model = build(NetSpec(depth=6, width=24, activation="sigmoid", init="xavier_normal"),
                   digits.in_shape, digits.n_classes)
+    if path == "float64":
+        model = model.double()
+        ap.data = digits.x_train.double()
+    callbacks = [_Strided(ap)] if path == "replaced_grad" else []
     train(model, digits, TrainSpec(steps=10, batch_size=64, lr=lr), probe=False,
-          callbacks=[before, ap, after])
+          callbacks=[*callbacks, before, ap, after])
+    native = path in ("native", "replaced_grad") and find_compiler() is not None
+    assert (ap._native is not None) == native
     assert not ap.healthy
     hits = total = 0
     for step, (g0, g1, ws) in enumerate(zip(before.grads, after.grads, before.weights,

@@ -6,6 +6,8 @@ demo's: digits, 30 or 50 layers of width 64, 300 steps of SGD at lr 0.05, batch 
 so that float rounding on another CPU cannot decide them.
 """
 
+import statistics
+
 import pytest
 
 from gradprobe.autopilot import Autopilot
@@ -49,18 +51,24 @@ def test_healthy_nets_keep_their_loss_within_ten_percent(digits, net):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("net, at_least", [
-    ({"depth": 30, "activation": "sigmoid", "init": "xavier_normal"}, 0.90),
-    ({"depth": 30, "activation": "tanh", "init": {"name": "normal", "sigma_w2": 0.25}}, 0.90),
-    ({"depth": 30, "activation": "tanh", "init": {"name": "normal", "sigma_w2": 4.0}}, 0.90),
-    ({"depth": 30, "activation": "relu", "init": "xavier_normal"}, 0.90),
-    ({"depth": 50, "activation": "sigmoid", "init": "xavier_normal"}, 0.85),
+@pytest.mark.parametrize("net, at_least, seeds", [
+    ({"depth": 30, "activation": "sigmoid", "init": "xavier_normal"}, 0.90, [0]),
+    ({"depth": 30, "activation": "tanh", "init": {"name": "normal", "sigma_w2": 0.25}}, 0.90,
+     [0]),
+    ({"depth": 30, "activation": "tanh", "init": {"name": "normal", "sigma_w2": 4.0}}, 0.90,
+     [0]),
+    # chaotic in float rounding: a 1e-7 change of the gradient norms moved seed 0 from 0.955
+    # to 0.858 (docs/autopilot.md), so the median of three seeds is held to the target
+    ({"depth": 30, "activation": "relu", "init": "xavier_normal"}, 0.90, [0, 1, 2]),
+    ({"depth": 50, "activation": "sigmoid", "init": "xavier_normal"}, 0.85, [0]),
 ], ids=["sigmoid-30", "tanh-0.25", "tanh-4", "relu-30", "sigmoid-50"])
-def test_issue_targets_at_the_demo_settings(digits, net, at_least):
-    plain, auto = _pair(digits, net, steps=300, width=64)
-    assert auto.status == "complete"
-    assert auto.summary["final_test_accuracy"] >= at_least
-    assert auto.summary["final_test_accuracy"] > plain.summary["final_test_accuracy"] + 0.1
+def test_issue_targets_at_the_demo_settings(digits, net, at_least, seeds):
+    runs = [_pair(digits, net, steps=300, width=64, seed=seed) for seed in seeds]
+    assert all(auto.status == "complete" for _, auto in runs)
+    plain = statistics.median(p.summary["final_test_accuracy"] for p, _ in runs)
+    auto = statistics.median(a.summary["final_test_accuracy"] for _, a in runs)
+    assert auto >= at_least
+    assert auto > plain + 0.1
 
 
 @pytest.mark.slow

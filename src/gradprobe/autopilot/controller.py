@@ -10,9 +10,11 @@ every ``every`` steps, it reads each weight layer's gradient and weight norms an
   their bias and, for saturating activations, their incoming weights).
 
 On every step it applies the multipliers and adaptive gradient clipping (Brock et al.
-2021: a layer's relative update is capped at ``clip``), with two fused calls. Everything
-it does becomes rows of the record (:mod:`gradprobe.autopilot.records`) and reasons in
-``loop.notes``. See :mod:`gradprobe.autopilot.options` for the bounds.
+2021: a layer's relative update is capped at ``clip``): one call into a compiled kernel
+(:mod:`gradprobe.autopilot.native_step`) for float32 CPU models, else two fused torch
+calls. Everything it does becomes rows of the record
+(:mod:`gradprobe.autopilot.records`) and reasons in ``loop.notes``. See
+:mod:`gradprobe.autopilot.options` for the bounds.
 
 Example:
     >>> import gradprobe as gp
@@ -38,6 +40,7 @@ import torch
 from gradprobe.autopilot import records as R
 from gradprobe.autopilot.init import HEALTHY_BAND, data_dependent_init
 from gradprobe.autopilot.layers import LayerSlot, trace_layers
+from gradprobe.autopilot.native_step import NativeStep
 from gradprobe.autopilot.options import AutopilotOptions
 from gradprobe.autopilot.revive import UnitWatch
 from gradprobe.kwinputs import KwInputs
@@ -78,6 +81,7 @@ class Autopilot(Callback):
         self._since = 0
         self._last_raised: list[str] = []
         self._scaler: LayerScaler | None = None
+        self._native: NativeStep | None = None
         #: Per layer: the factor the last step's gradients were multiplied by (trust
         #: ratio times clipping; 1: untouched).
         self.factors: list[float] = []
@@ -103,6 +107,8 @@ class Autopilot(Callback):
         if grads is None:
             return
         check = step % self.options.every == 0
+        if self._native is not None and self._native_step(loop, step, grads, check):
+            return
         # without clipping, the gradient norms are read at checks only
         g_norm = _norms(grads) if check or self.options.clip is not None else []
         if check:
@@ -176,6 +182,7 @@ class Autopilot(Callback):
         self._groups = [group_of[id(w)] for w in self._weights]
         self._lr = [float(g.get("lr", 0.0)) for g in self._groups]
         self._scaler = LayerScaler(self._params)
+        self._native = NativeStep.create(self._params)
         self._scale = [1.0] * len(slots)
         self._clipped = [0] * len(slots)
         if self.options.revive and slots:
@@ -186,7 +193,8 @@ class Autopilot(Callback):
     def _check(self, loop: Loop, step: int, g_norm: list[float]) -> None:
         """Refresh weight norms, set the trust-ratio multipliers, revive stuck units."""
         opts = self.options
-        self._w_norm = _norms(self._weights)
+        self._w_norm = (self._native.weight_norms(self._weights) if self._native is not None
+                        else None) or _norms(self._weights)
         self._lr = [float(g.get("lr", 0.0)) for g in self._groups]  # follows a schedule
         if opts.trust_ratio and not self.healthy:
             self._trust_ratio(loop, step, g_norm)
@@ -203,6 +211,8 @@ class Autopilot(Callback):
             self._since = 0
         self._per = [lr * v / max(w, 1e-30)
                      for lr, v, w in zip(self._lr, self._scale, self._w_norm, strict=True)]
+        if self._native is not None:
+            self._native.kernel.set_factors(self._scale, self._per, opts.clip)
         if self.watch is not None and self.watch.armed:
             revived = self.watch.revive()
             for s, n in revived:
@@ -237,6 +247,30 @@ class Autopilot(Callback):
     def _grads(self) -> list[torch.Tensor] | None:
         grads = [w.grad for w in self._weights]
         return None if any(g is None for g in grads) else grads  # type: ignore[misc]
+
+    def _native_step(self, loop: Loop, step: int, grads: list[torch.Tensor], check: bool
+                     ) -> bool:
+        """The step's norms, check, clipping and multiply through the compiled kernel
+        (the rules of :meth:`_scale_and_clip`, one pass per layer); False: nothing done,
+        take torch's path."""
+        native = self._native
+        assert native is not None
+        sums = None
+        if check:  # the check needs the norms before anything is multiplied
+            first = native.run(grads, sums_only=True)
+            if first is None:
+                return False
+            sums = first.sum_sq
+            self._check(loop, step, [math.sqrt(q) for q in sums])
+        done = native.run(grads, sums=sums)
+        if done is None:  # (cannot happen after a check: the same gradients)
+            self._scale_and_clip([math.sqrt(q) for q in sums] if sums else _norms(grads))
+            return True
+        for i in done.clipped:
+            self._clipped[i] += 1
+        self._since += 1
+        self.factors = done.factors
+        return True
 
     def _scale_and_clip(self, g_norm: list[float]) -> None:
         """Multiply each layer's gradient by its trust-ratio scale, clipped (AGC)."""

@@ -30,7 +30,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-SOURCES = ("tanh.c", "activations.c", "reduce.c")
+SOURCES = ("tanh.c", "activations.c", "reduce.c", "scale.c")
 FLAGS = ("-O3", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC")
 TUNING = ("-march=native", "-fopenmp")  # tried with both, then without OpenMP, then neither
 BUILD_TIMEOUT_S = 120
