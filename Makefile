@@ -20,6 +20,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --doctest-modules src/gradprobe
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools
