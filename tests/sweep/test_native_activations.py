@@ -150,3 +150,16 @@ def test_unsupported_activations_are_refused() -> None:
         A.act_dphi("gelu", torch.zeros(3), torch.empty(3))
     with pytest.raises(ValueError, match="bias has shape"):
         A.bias_act("relu", torch.zeros(2, 3, 4), torch.zeros(2, 5))
+
+
+@pytest.mark.parametrize("name, slope", [("gelu", 0.0), ("leaky_relu", -0.5)])
+def test_activations_without_kernels_are_refused_on_every_path(name, slope) -> None:
+    """Also for tensors the kernels cannot take (the torch fallback covers only these)."""
+    z = torch.zeros(2, 3, 4).transpose(1, 2)  # not contiguous: never the compiled path
+    with pytest.raises(ValueError, match="no activation kernel"):
+        A.bias_act(name, z, torch.zeros(2, 3), slope)
+    h = torch.zeros(4, 3).t()
+    with pytest.raises(ValueError, match="no activation kernel"):
+        A.act_backward(name, torch.ones(3, 4), h, slope)
+    with pytest.raises(ValueError, match="no activation kernel"):
+        A.act_dphi(name, h, torch.empty(3, 4), slope)

@@ -61,10 +61,11 @@ def bias_act(name: str, z: torch.Tensor, bias: torch.Tensor, slope: float = 0.0,
         >>> h.tolist()
         [[[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]]
     """
+    _require(name, slope)
     if z.dim() != 3 or bias.shape != (z.shape[0], z.shape[2]):
         raise ValueError(f"bias has shape {tuple(bias.shape)}, expected (members, units) for "
                          f"z of shape {tuple(z.shape)}")
-    lib = _lib(name, slope) if _fits(z, out) and _fits(bias, None) else None
+    lib = _lib() if _fits(z, out) and _fits(bias, None) else None
     if lib is None:
         h = _torch_phi(name, z.add_(bias.unsqueeze(1)), slope)
         return h if out is None else out.copy_(h)
@@ -83,7 +84,8 @@ def act_backward(name: str, g: torch.Tensor, h: torch.Tensor, slope: float = 0.0
         >>> act_backward("relu", torch.ones(3), torch.tensor([-0.0, 0.0, 2.0])).tolist()
         [0.0, 0.0, 1.0]
     """
-    lib = _lib(name, slope) if _fits(g, None) and _fits(h, None, apart=g) else None
+    _require(name, slope)
+    lib = _lib() if _fits(g, None) and _fits(h, None, apart=g) else None
     if lib is None:
         if name == "sigmoid":
             return torch.ops.aten.sigmoid_backward.grad_input(g, h, grad_input=g)
@@ -101,7 +103,8 @@ def act_dphi(name: str, h: torch.Tensor, out: torch.Tensor, slope: float = 0.0
         >>> act_dphi("leaky_relu", torch.tensor([-1.0, 3.0]), torch.empty(2), 0.1).tolist()
         [0.10000000149011612, 1.0]
     """
-    lib = _lib(name, slope) if _fits(h, None) and _fits(out, None, apart=h) else None
+    _require(name, slope)
+    lib = _lib() if _fits(h, None) and _fits(out, None, apart=h) else None
     if lib is None:
         return out.copy_(_torch_dphi(name, h, slope))
     lib.gradprobe_act_from_output_f32(h.data_ptr(), out.data_ptr(), h.numel(), KINDS[name],
@@ -125,11 +128,15 @@ def _torch_dphi(name: str, h: torch.Tensor, slope: float) -> torch.Tensor:
     return torch.where(positive, 1.0, slope if name == "leaky_relu" else 0.0).to(h.dtype)
 
 
-def _lib(name: str, slope: float) -> ctypes.CDLL | None:
-    """The library with these kernels' signatures declared; None for torch's path."""
+def _require(name: str, slope: float) -> None:
+    """Refuse an activation without kernels (the torch fallbacks cover only these too)."""
     if not supports(name, slope):
         raise ValueError(f"no activation kernel for {name!r} (slope {slope}); allowed: "
                          f"{', '.join(KINDS)} (leaky_relu with slope >= 0)")
+
+
+def _lib() -> ctypes.CDLL | None:
+    """The library with these kernels' signatures declared; None for torch's path."""
     lib = load()
     if lib is None or id(lib) in _ready:
         return lib

@@ -121,13 +121,14 @@ class Segment:
     def dphi(self, z: torch.Tensor, h: torch.Tensor, out: torch.Tensor | None = None
              ) -> torch.Tensor:
         """phi'(z) for this segment's slice; ``h = phi(z)``. Written into ``out`` if given."""
-        out = torch.empty_like(h) if out is None else out
         if self.kernel:
+            out = torch.empty_like(h) if out is None else out
             return activation_kernels.act_dphi(self.name, h, out, self.slope)
         fast = self.entry.dphi_from_output
         if fast is not None:
-            return fast(h, out)
-        return out.copy_(self.handler.dphi(self.module, z))
+            return fast(h, torch.empty_like(h) if out is None else out)
+        d = self.handler.dphi(self.module, z)
+        return d if out is None else out.copy_(d)
 
     def backward(self, g: torch.Tensor, z: torch.Tensor | None, h: torch.Tensor
                  ) -> torch.Tensor:
@@ -169,6 +170,9 @@ class StackedMLP:
         self.weights = weights  # per layer (M, out, in)
         self.biases = biases  # per layer (M, out)
         self.segments = segments
+        compiled = weights[0].dtype == torch.float32 and weights[0].device.type == "cpu"
+        for segment in segments:  # elsewhere torch's own paths are the fast ones
+            segment.kernel = segment.kernel and compiled
         self.n_members = weights[0].shape[0]
         self.n_layers = len(weights)
         self._buffers: dict[tuple, torch.Tensor] = {}
