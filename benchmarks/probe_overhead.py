@@ -303,7 +303,6 @@ _SKIPPED = {  # stand-ins for the native reductions that touch no tensor
     "copy_sum_sq": lambda src, dst, tiny=0.0: 1.0, "diff_sum_sq": lambda a, b, tiny=0.0: 1.0,
     "counts": lambda t, batched, nonzero=False: (1.0, 1.0),
     "moments_counts": lambda t, batched, tiny=0.0: (0.0, 1.0, 1.0, 1.0),
-    "diff_copy": lambda a, b, tiny=0.0: (1.0, 1.0),
 }
 
 

@@ -151,3 +151,32 @@ def test_replaced_and_parametrized_weights_are_read_as_the_layer_reads_them() ->
         assert math.isclose(at["0", "weight_norm"], w0, rel_tol=1e-12)
         assert math.isclose(at["0", "weight_grad_norm"], g0, rel_tol=1e-12)
         assert math.isclose(at["2", "weight_norm"], w2, rel_tol=1e-12)
+
+
+def test_weights_clipped_through_data_between_steps_are_measured_as_they_are() -> None:
+    """WGAN-style weight clipping writes through ``.data``, which leaves the version counter
+    alone: weight norms and update ratios must still be of the clipped weights (brute
+    force: the norms and differences of the weights themselves)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                          nn.Linear(64, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    x = torch.randn(32, 64)
+    norms, updates = [], []
+    with gp.Probe(model, every=1) as probe:
+        probe.watch(opt)
+        for _ in range(3):
+            loss = model(x).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            w = model[2].weight.detach().clone()
+            norms.append(float(w.norm()))
+            probe.step()
+            opt.step()
+            updates.append(float((model[2].weight.detach() - w).norm() / w.norm()))
+            for p in model.parameters():
+                p.data.clamp_(-0.05, 0.05)
+    frame = probe.frame()
+    mine = frame[frame.layer == "2"].pivot(index="step", columns="quantity", values="value")
+    assert mine["weight_norm"].tolist() == pytest.approx(norms, rel=1e-5)
+    assert mine["update_to_weight_ratio"].tolist() == pytest.approx(updates, rel=1e-4)

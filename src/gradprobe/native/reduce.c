@@ -292,32 +292,3 @@ int gradprobe_moments_counts_f32(const float *x, int64_t rows, int64_t cols, dou
     return 0;
 }
 
-/* float32 a (the weights after an update), b (their copy from before): out[0] = sum (a -
- * b)^2 as gradprobe_diff_sum_sq_f32, out[1] = sum a^2, and then b = a (the copy for the
- * next update), in one read of a and b from memory (L1-sized chunks). Single-threaded. */
-void gradprobe_diff_copy_f32(const float *a, float *b, int64_t n, double *out, double tiny)
-{
-    double d = 0, wide = 0, q = 0, part[2];
-    for (int64_t lo = 0; lo < n; lo += L1_CHUNK) {
-        int64_t len = n - lo < L1_CHUNK ? n - lo : L1_CHUNK;
-        diff_f32(a + lo, b + lo, NULL, len, part);
-        d += part[1];
-        if (part[1] < tiny) { /* every square in float64, while b still holds the copy */
-            double w = 0;
-            for (int64_t i = lo; i < lo + len; ++i) {
-                double v = (double)(float)(a[i] - b[i]);
-                w += v * v;
-            }
-            part[1] = w;
-        }
-        wide += part[1];
-        copy_f32(a + lo, NULL, b + lo, len, part);
-        q += part[1];
-    }
-    out[0] = d < tiny ? wide : d;
-    out[1] = q;
-    if (q < tiny) {
-        moments_wide_f32(a, n, part);
-        out[1] = part[1];
-    }
-}

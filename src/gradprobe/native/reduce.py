@@ -23,7 +23,7 @@ import torch
 
 from gradprobe.native import build
 
-__all__ = ["copy_sum_sq", "counts", "diff_copy", "diff_sum_sq", "moments", "moments_counts",
+__all__ = ["copy_sum_sq", "counts", "diff_sum_sq", "moments", "moments_counts",
            "sum_sq", "sum_sq_many"]
 
 _P, _N, _D, _I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
@@ -36,7 +36,6 @@ _SIGNATURES = {
     "gradprobe_counts_f32": ([_P, _N, _N, _I, _P], ctypes.c_int),
     "gradprobe_counts_f64": ([_P, _N, _N, _I, _P], ctypes.c_int),
     "gradprobe_moments_counts_f32": ([_P, _N, _N, _P, _D], ctypes.c_int),
-    "gradprobe_diff_copy_f32": ([_P, _P, _N, _P, _D], None),
 }
 _typed: list[Any] = []  # (loader, library) once its kernels have their signatures
 
@@ -148,21 +147,6 @@ def diff_sum_sq(a: torch.Tensor, b: torch.Tensor, tiny: float = 0.0) -> float | 
     """
     out = _on_pair("gradprobe_diff_sum_sq_f32", a, b, tiny, torch.get_num_threads())
     return None if out is None else out[1]
-
-
-def diff_copy(a: torch.Tensor, b: torch.Tensor, tiny: float = 0.0
-              ) -> tuple[float, float] | None:
-    """``(sum((a - b)**2), sum(a**2))``, then ``b.copy_(a)``, in one read of both (float32,
-    same shape, contiguous, apart); None, with ``b`` untouched, when the kernel cannot
-    take them.
-
-    Example:
-        >>> b = torch.zeros(2)
-        >>> diff_copy(torch.tensor([3.0, 4.0]), b) in (None, (25.0, 25.0))
-        True
-    """
-    out = _on_pair("gradprobe_diff_copy_f32", a, b, tiny)
-    return None if out is None else (out[0], out[1])
 
 
 def counts(t: torch.Tensor, batched: bool, nonzero: bool = False

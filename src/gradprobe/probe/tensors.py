@@ -73,15 +73,6 @@ def diff_sum_sq(a: torch.Tensor, b: torch.Tensor) -> Value:
     return torch_sum_sq(torch.sub(a.detach(), b, out=b)) if value is None else value
 
 
-def diff_copy(a: torch.Tensor, b: torch.Tensor) -> tuple[Value, Value]:
-    """(sum((a - b)**2), sum(a**2)), leaving ``b`` a copy of ``a``: one native read of
-    both where it can, else three passes by torch."""
-    both = native.diff_copy(a, b, UNDERFLOW_SUM_SQ)
-    if both is not None:
-        return both
-    return diff_sum_sq(a, b), copy_sum_sq(a, b)
-
-
 def counts(a: torch.Tensor, batched: bool, nonzero: bool) -> tuple[Value, Value]:
     """(entries counted, units with a counted entry) of ``a``: entries > 0, or != 0 with
     ``nonzero``; a unit is one entry of a sample (dim 0 the batch) when ``batched``, else

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from gradprobe.probe.rows import update_rows
-from gradprobe.probe.tensors import Value, copy_sum_sq, diff_copy, diff_sum_sq
+from gradprobe.probe.tensors import Value, copy_sum_sq, diff_sum_sq
 
 
 class Updates:
@@ -91,15 +91,9 @@ class Updates:
         if entry is None:
             return
         step, layers, params, before, before_sq = entry
-        updates: list[Value] = []
-        ahead = self.recording  # the next probe.step() records: keep the copy for its update
-        for p, b in zip(params, before, strict=True):
-            if ahead:  # the difference, |W_after|**2 and the copy W_after in one pass
-                u, sq = diff_copy(p, b)
-                self._w_sq[id(p)] = (p._version, sq, True, p)
-            else:
-                u = diff_sum_sq(p, b)
-            updates.append(u)
+        # W_after is not kept for the next step: code between steps may write a weight
+        # through .data (weight clipping), which leaves its version counter as it was
+        updates: list[Value] = [diff_sum_sq(p, b) for p, b in zip(params, before, strict=True)]
         for m, u, o in zip(layers, updates, before_sq, strict=True):
             self._open_updates.append(len(self._pending))
             self._pending.append(("update", step, m, u, o))
