@@ -90,7 +90,8 @@ class LayerKernel:
         a multiply needs no sums: they are not taken (NaN). None (nothing done): use
         torch."""
         lib = _lib()
-        if lib is None or not _addresses(weights, self._w) or not _addresses(biases, self._b):
+        if (lib is None or not _addresses(weights, self._w, self._nw)
+                or not _addresses(biases, self._b, self._nb)):
             return None
         clipping = multiply and self._clipping
         if sums is not None:
@@ -107,13 +108,15 @@ class LayerKernel:
 _F32 = torch.float32
 
 
-def _addresses(tensors: list[torch.Tensor | None], out: ctypes.Array) -> bool:
+def _addresses(tensors: list[torch.Tensor | None], out: ctypes.Array, sizes: ctypes.Array
+               ) -> bool:
     """Fill ``out`` with the tensors' addresses (None: NULL); False when one cannot be
-    taken by the kernel. Checked on every call, as a ``.grad`` may be replaced by anyone;
-    not the device, which torch keeps equal to the parameter's (checked once, by the
-    caller)."""
-    ptrs = [None if t is None else t.data_ptr() if t.dtype is _F32 and t.is_contiguous()
-            else -1 for t in tensors]
+    taken by the kernel: not contiguous float32 CPU memory of the size set up. Checked on
+    every call: a ``.grad`` may be replaced, a model moved or a parameter resized by anyone,
+    and the kernel would read or write out of bounds."""
+    ptrs = [None if t is None else t.data_ptr()
+            if t.dtype is _F32 and t.is_cpu and t.is_contiguous() and t.numel() == n
+            else -1 for t, n in zip(tensors, sizes, strict=True)]
     if -1 in ptrs:
         return False
     out[:] = ptrs
