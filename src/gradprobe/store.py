@@ -436,13 +436,13 @@ def _metric_columns(metrics: Iterable[MetricRow] | pd.DataFrame) -> MetricColumn
         rows = [(int(s), str(lay), int(d), str(q), _nan_to_null(v))
                 for s, lay, d, q, v in metrics]
         return tuple(map(list, zip(*rows, strict=True))) if rows else ([],) * 5
-    frame = metrics  # columns read one by one (selecting them first copies the frame)
-    values = frame["value"].to_numpy(dtype=np.float64)
+    # columns read one by one (selecting them first copies the frame)
+    values = metrics["value"].to_numpy(dtype=np.float64)
     value_list: list[float | None] = values.tolist()
     for i in np.flatnonzero(np.isnan(values)).tolist():
         value_list[i] = None
-    return (frame["step"].to_numpy(dtype=np.int64).tolist(), _strings(frame["layer"]),
-            frame["depth"].to_numpy(dtype=np.int64).tolist(), _strings(frame["quantity"]),
+    return (metrics["step"].to_numpy(dtype=np.int64).tolist(), _strings(metrics["layer"]),
+            metrics["depth"].to_numpy(dtype=np.int64).tolist(), _strings(metrics["quantity"]),
             value_list)
 
 

@@ -39,7 +39,7 @@ from gradprobe.diagnosis.recurrent_fixes import (
     recurrent_init,
     to_gated,
 )
-from gradprobe.diagnosis.repair_runs import Job, train_candidates
+from gradprobe.diagnosis.repair_runs import MAX_MEMBERS, Job, train_candidates
 from gradprobe.diagnosis.rules import dead_findings, fmt10, gradient_findings, time_findings
 from gradprobe.diagnosis.surgery import (
     CannotApply,
@@ -364,7 +364,7 @@ def repair(
     th = thresholds or DEFAULT_THRESHOLDS
     chosen = _choose(candidates, has_recurrent(model))
     problem = prepare(model, data, loss_fn)
-    n_params = parameter_count(model) * (len(chosen) if ensemble else 1)
+    n_params = parameter_count(model) * (min(len(chosen), MAX_MEMBERS) if ensemble else 1)
     with thread_policy(threads, n_params), \
             ProgressBar(progress, "repair", len(chosen) * budget_steps) as bar:
         built, skipped = _build_all(chosen, model, problem, batch_size, seed, th, bar)

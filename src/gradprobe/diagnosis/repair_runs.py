@@ -124,7 +124,8 @@ def train_candidates(
         out.update({j.name: r for j, r in zip(group, runs, strict=True)})
         if bar is not None:
             bar.advance(done + len(group) * steps - bar.completed)  # diverged members' steps
-    for job in sorted(alone, key=list(jobs).index):
+    order = {job.name: i for i, job in enumerate(jobs)}
+    for job in sorted(alone, key=lambda j: order[j.name]):
         done = bar.completed if bar is not None else 0
         if bar is not None:
             bar.describe(describe(job.name))

@@ -3,9 +3,11 @@ on the current configuration, streamed as their results finish.
 
 Diagnosis sends one ``finding`` event per finding. Repair verifies one candidate at a time
 (``gp.repair(..., candidates=[name])``: the seeded baseline is the same in every call, so
-each verdict is the one a single call over all candidates gives) and sends each ranked row
-as it is verified; a cancelled job stops between candidates. A cancelled diagnosis stops its
-training run after the current step and sends no findings.
+each verdict is the one a single call over all candidates gives, its runs equal within float
+rounding: a candidate may share an ensemble with the baseline in one call and not the
+other) and sends each ranked row as it is verified; a cancelled job stops between
+candidates. A cancelled diagnosis stops its training run after the current step and sends
+no findings.
 
 Example:
     >>> from gradprobe.serve.config import to_spec
