@@ -1,5 +1,6 @@
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -202,3 +203,19 @@ def test_rows_not_consecutive_drop_the_span_and_read_by_run_id(store_path, monke
         assert db._db.execute("SELECT count(*) FROM metric_spans WHERE run_id = ?",
                               (run_id,)).fetchone()[0] == 0
         assert list(db.metrics(run_id).itertuples(index=False, name=None)) == _rows(2, 4)
+
+
+def test_every_metric_survives_a_vacuum(store_path):
+    """VACUUM renumbers the rowids of a table without an INTEGER PRIMARY KEY; the spans the
+    store reads by must still cover each run's rows afterwards (deletions leave gaps that
+    VACUUM would close)."""
+    with Store(store_path) as db:
+        ids = [db.write_run(name, {}, "complete", _rows(k, 5))
+               for k, name in enumerate("abc", 1)]
+    with sqlite3.connect(store_path) as raw:
+        raw.execute("DELETE FROM metrics WHERE run_id = ?", (ids[0],))
+    with sqlite3.connect(store_path, isolation_level=None) as raw:
+        raw.execute("VACUUM")
+    with Store(store_path) as db:
+        for k, run_id in enumerate(ids[1:], 2):
+            assert list(db.metrics(run_id).itertuples(index=False, name=None)) == _rows(k, 5)

@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE UNIQUE INDEX IF NOT EXISTS runs_sweep_config ON runs(sweep, config_key)
     WHERE sweep IS NOT NULL AND config_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS metrics (
+    id INTEGER PRIMARY KEY,  -- the rowid, kept by VACUUM (metric_spans point into it)
     run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
     step INTEGER NOT NULL,
     layer TEXT NOT NULL,
@@ -176,6 +177,8 @@ class Store:
             if writable:
                 self._db.executescript(_SCHEMA)
             self._db.execute("SELECT id FROM runs LIMIT 1").fetchall()
+            # spans only where rowids are stable: older stores read by their index
+            self._spans = "id" in {r[1] for r in self._db.execute("PRAGMA table_info(metrics)")}
         except sqlite3.Error as exc:
             if hasattr(self, "_db"):
                 self._db.close()  # a file that is not a store: nothing stays open
@@ -348,9 +351,9 @@ class Store:
         run_id = self.resolve(run)
         query = "SELECT step, layer, depth, quantity, value FROM metrics WHERE run_id = ?"
         args: list[Any] = [run_id]
-        span = self._db.execute("SELECT first, last FROM metric_spans WHERE run_id = ?",
-                                (run_id,)).fetchone()
-        if span is not None:
+        span = self._spans and self._db.execute(
+            "SELECT first, last FROM metric_spans WHERE run_id = ?", (run_id,)).fetchone()
+        if span:
             query += " AND rowid BETWEEN ? AND ?"
             args += list(span)
         if quantity is not None:
