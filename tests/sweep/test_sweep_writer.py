@@ -146,3 +146,23 @@ def test_a_failing_callback_raises_in_the_driver_with_the_runs_before_it_kept(tm
     with gp.Store(tmp_path / "s.sqlite") as db:
         assert len(db.runs(sweep="writer")) == 3
     assert len(gp.sweep(SPEC, store=tmp_path / "s.sqlite", resume=True)) == 16
+
+
+def test_a_slow_writer_holds_submitters_back_instead_of_queueing_everything() -> None:
+    import time
+
+    waiting: list[int] = []
+    written: list[int] = []
+
+    def slow(job: int) -> int:
+        waiting.append(box[0]._queue.qsize())
+        time.sleep(0.002)
+        return job
+
+    box: list = []
+    with StoreWriter(slow, written.append, background=True) as writer:
+        box.append(writer)
+        for job in range(4 * writer_module.QUEUED):
+            writer.submit(job)
+    assert written == list(range(4 * writer_module.QUEUED))  # all of them, in order
+    assert max(waiting) <= writer_module.QUEUED

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 BACKGROUND = True  # the benchmark and tests switch it to compare both paths
+QUEUED = 8  # configurations waiting for the writer, at most
 _DONE = object()  # the queue's last item
 
 
@@ -49,7 +50,9 @@ class StoreWriter:
         self.background = BACKGROUND if background is None else background
         self._lock = threading.Lock()  # one inline write at a time (engines side by side)
         self._error: BaseException | None = None
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        # bounded: a writer slower than training holds training back instead of letting
+        # finished results (and their metric frames) pile up in memory, to be lost on a kill
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUED)
         self._thread: threading.Thread | None = None
         self._abandoned = False  # set by a Ctrl-C during close: stop after the job in hand
         if self.background:
